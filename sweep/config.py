@@ -1,0 +1,438 @@
+"""Typed configuration of one chain (and, with ``search``, of a sweep).
+
+Every field is a pydantic field with a description; YAML files and ``--set a.b=v``
+overrides are validated here, at the edge, and a bad value becomes one ``ConfigError``
+line naming the field and what is allowed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+GPT_SIZES = ("xs", "s", "m", "l", "xl")
+
+
+class ConfigError(ValueError):
+    """A configuration problem, phrased as one line for the user."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# --------------------------------------------------------------------------- model families
+class GaussianModel(_Strict):
+    """A d-dimensional Gaussian fit by maximum likelihood (or the unbiased covariance)."""
+
+    family: Literal["gaussian"] = "gaussian"
+    dim: int = Field(1, ge=1, le=512, description="Dimension d of the Gaussian (the size axis).")
+    estimator: Literal["mle", "unbiased"] = Field(
+        "mle", description="Covariance estimator: 'mle' divides by n, 'unbiased' by n - 1."
+    )
+
+
+class LinregModel(_Strict):
+    """Linear regression on a fixed design X (T x d) with known noise variance."""
+
+    family: Literal["linreg"] = "linreg"
+    dim: int = Field(10, ge=1, le=1000, description="Number of features d (the size axis).")
+    design_rows: int | None = Field(
+        None,
+        ge=2,
+        description="Rows T of the fixed design X; default: recursion.samples_per_generation.",
+    )
+    noise_var: float = Field(1.0, gt=0, description="Label noise variance s^2 (truth and synthetic).")
+
+
+class CategoricalModel(_Strict):
+    """K outcomes fit by empirical frequencies (Wright-Fisher when replacing)."""
+
+    family: Literal["categorical"] = "categorical"
+    outcomes: int = Field(10, ge=2, le=1_000_000, description="Number of outcomes K (the size axis).")
+    truth: Literal["uniform", "zipf"] = Field("uniform", description="True distribution over outcomes.")
+    zipf_exponent: float = Field(1.1, gt=0, description="Exponent a of the Zipf truth, p_k ~ k^-a.")
+    pseudocount: float = Field(
+        0.0, ge=0, description="Additive smoothing of the fit; 0 is the MLE of the theory."
+    )
+    nll_floor: float = Field(
+        1e-6,
+        gt=0,
+        lt=1,
+        description="Probability floor used only when scoring held-out data, so a lost outcome "
+        "costs -log(floor) nats instead of infinity.",
+    )
+
+
+class GMMModel(_Strict):
+    """A Gaussian mixture fit by EM (scikit-learn), truth a mixture with a minority mode."""
+
+    family: Literal["gmm"] = "gmm"
+    components: int = Field(2, ge=1, le=64, description="Components of the fitted mixture (size axis).")
+    dim: int = Field(1, ge=1, le=64, description="Dimension of the data.")
+    truth_components: int = Field(2, ge=1, le=64, description="Components of the true mixture.")
+    minority_weight: float = Field(
+        0.1, gt=0, lt=1, description="Weight of the last (minority) true component."
+    )
+    separation: float = Field(4.0, gt=0, description="Distance between true component means.")
+    max_iter: int = Field(100, ge=1, description="EM iterations per fit.")
+
+
+class GPTTrain(_Strict):
+    """How a GPT is trained each generation."""
+
+    lr: float = Field(3e-3, gt=0, description="AdamW peak learning rate.")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
+    batch_size: int = Field(64, ge=1, description="Sequences per optimisation step.")
+    epochs: float = Field(
+        4.0, gt=0, description="Budget: passes over this generation's training set (default)."
+    )
+    token_budget: int | None = Field(
+        None, ge=1, description="If set, train on this many tokens instead of `epochs`."
+    )
+    warmup: float = Field(0.05, ge=0, lt=1, description="Fraction of steps of linear warm-up.")
+    grad_clip: float = Field(1.0, ge=0, description="Gradient norm clip (0 disables).")
+    val_fraction: float = Field(
+        0.1, ge=0, lt=1, description="Share of the training set held out for early stopping."
+    )
+    patience: int = Field(2, ge=1, description="Evaluations without improvement before stopping.")
+
+
+class GPTModelCfg(_Strict):
+    """A small decoder-only transformer (models/gpt.py)."""
+
+    family: Literal["gpt"] = "gpt"
+    size: Literal["xs", "s", "m", "l", "xl"] = Field(
+        "xs", description="Named size, xs (~50k params) ... xl (~20M); overridden by n_* below."
+    )
+    n_layer: int | None = Field(None, ge=1, description="Explicit number of layers.")
+    n_head: int | None = Field(None, ge=1, description="Explicit number of attention heads.")
+    n_embd: int | None = Field(None, ge=8, description="Explicit embedding width.")
+    train: GPTTrain = Field(default_factory=GPTTrain, description="Training per generation.")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="'auto' uses the GPU Ray assigned (cuda) when present, else cpu."
+    )
+
+
+ModelConfig = Annotated[
+    GaussianModel | LinregModel | CategoricalModel | GMMModel | GPTModelCfg,
+    Field(discriminator="family"),
+]
+
+
+# --------------------------------------------------------------------------- data sources
+class TruthData(_Strict):
+    """Real data drawn from the family's own true distribution (analytic families)."""
+
+    source: Literal["truth"] = "truth"
+    test_size: int = Field(1000, ge=10, description="Held-out real examples for evaluation.")
+
+
+class TruthLMData(_Strict):
+    """A synthetic language with exactly computable probabilities (two dialects)."""
+
+    source: Literal["truth-lm"] = "truth-lm"
+    vocab_size: int = Field(32, ge=4, le=4096, description="Tokens, EOS (id 0) included.")
+    max_len: int = Field(24, ge=2, le=1024, description="Longest sequence, in tokens.")
+    minority_share: float = Field(
+        0.05, gt=0, lt=1, description="Share of sequences from the minority dialect."
+    )
+    branching: int = Field(4, ge=1, description="Allowed next tokens per state (sparsity).")
+    language_seed: int = Field(1234, description="Seed that builds the language itself.")
+    test_size: int = Field(1000, ge=10, description="Held-out real sequences for evaluation.")
+
+
+class TextData(_Strict):
+    """Local text (file, directory or glob), byte-level, in fixed-length blocks."""
+
+    source: Literal["text"] = "text"
+    path: str = Field(
+        "builtin:tales", description="File, directory or glob; 'builtin:tales' is the shipped corpus."
+    )
+    block_size: int = Field(64, ge=2, le=4096, description="Bytes per training block.")
+    test_fraction: float = Field(0.1, gt=0, lt=1, description="Documents held out for testing.")
+    test_size: int = Field(1000, ge=10, description="Most held-out blocks used for evaluation.")
+
+
+DataConfig = Annotated[TruthData | TruthLMData | TextData, Field(discriminator="source")]
+
+
+# --------------------------------------------------------------------------- the recursion
+class RecursionConfig(_Strict):
+    generations: int = Field(
+        10, ge=0, le=100_000, description="G: models 0..G are trained (G + 1 rows)."
+    )
+    samples_per_generation: int = Field(
+        100, ge=2, description="n: examples in each generation's new batch."
+    )
+    regime: Literal["replace", "accumulate", "accumulate-subsample"] = Field(
+        "replace",
+        description="replace: train on the new batch only; accumulate: real set plus every "
+        "batch so far; accumulate-subsample: n examples drawn from that union.",
+    )
+    real_fraction: float = Field(
+        0.0, ge=0, le=1, description="Share of each new batch that is real data (0 = pure regime)."
+    )
+    real_source: Literal["fixed", "fresh"] = Field(
+        "fixed",
+        description="Real examples in later batches: 'fixed' re-draws from the generation-0 "
+        "real set, 'fresh' draws new examples from the source.",
+    )
+    init: Literal["scratch", "warm", "base"] = Field(
+        "scratch",
+        description="Initialisation of model g: from scratch, from model g-1 (warm), or from "
+        "model 0 (base). Closed-form families ignore it.",
+    )
+
+
+class CurationConfig(_Strict):
+    scorer: str = Field(
+        "none",
+        description="Scorer of candidates: none | self | oracle | judge | rules, or a name "
+        "registered with sweep.curation.register_scorer.",
+    )
+    strength: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="s: generate ceil(m / (1 - s)) candidates for m synthetic slots, keep m.",
+    )
+    selection: Literal["top", "sample"] = Field(
+        "top",
+        description="'top' keeps the best m; 'sample' draws m without replacement with "
+        "probability ~ exp(score / temperature) (Bradley-Terry style).",
+    )
+    selection_temperature: float = Field(1.0, gt=0, description="Temperature of 'sample' selection.")
+    judge_models: int = Field(
+        1,
+        ge=1,
+        le=8,
+        description="Judges in the ensemble: model 0 plus (k - 1) models trained independently "
+        "on real data.",
+    )
+
+
+class SamplingConfig(_Strict):
+    temperature: float = Field(1.0, gt=0, le=100, description="Sampling temperature.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus mass kept (1 = off).")
+    top_k: int = Field(0, ge=0, description="Keep the k most likely tokens (0 = off; LMs only).")
+
+
+CollapseMetric = Literal[
+    "real_nll", "tail_nll", "param_error", "var", "gini", "support", "minority_share", "kl"
+]
+
+
+class CollapseConfig(_Strict):
+    metric: CollapseMetric = Field(
+        "real_nll", description="Metric whose relative degradation vs generation 0 is the gap."
+    )
+    tolerance: float = Field(
+        0.1, gt=0, description="Collapsed when the relative gap exceeds this (0.1 = 10%)."
+    )
+    at: Literal["last", "any"] = Field(
+        "last", description="Judge the gap at the last generation, or at any generation."
+    )
+    stop_early: bool = Field(
+        False,
+        description="In sweeps: stop a chain once its gap exceeds stop_factor x tolerance.",
+    )
+    stop_factor: float = Field(3.0, ge=1, description="How far past tolerance counts as clearly collapsed.")
+
+
+class ChainConfig(_Strict):
+    """One recursive-training chain."""
+
+    name: str = Field("chain", pattern=r"^[A-Za-z0-9_.-]+$", description="Run name (a directory).")
+    seed: int = Field(0, ge=0, description="Master seed; every random stream derives from it.")
+    model: ModelConfig = Field(default_factory=GaussianModel, description="Model family and size.")
+    data: DataConfig | None = Field(
+        None, description="Real data source; default: 'truth' (analytic) or 'truth-lm' (gpt)."
+    )
+    recursion: RecursionConfig = Field(default_factory=RecursionConfig)
+    curation: CurationConfig = Field(default_factory=CurationConfig)
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    collapse: CollapseConfig = Field(default_factory=CollapseConfig)
+    search: dict[str, Any] | None = Field(
+        None, description="Sweep search section (validated by sweep.space when a sweep runs)."
+    )
+    resources: dict[str, float] | None = Field(
+        None, description="Per-trial resources for sweeps, e.g. {cpu: 1, gpu: 0.25}."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_tags(cls, raw: Any) -> Any:
+        # Sections may omit their tag: model.family defaults to gaussian, data.source to
+        # the family's natural source.
+        if isinstance(raw, dict):
+            raw = dict(raw)
+            model = raw.get("model")
+            if isinstance(model, dict) and "family" not in model:
+                raw["model"] = {"family": "gaussian", **model}
+            family = (raw.get("model") or {}).get("family", "gaussian") if isinstance(
+                raw.get("model"), dict | type(None)) else None
+            data = raw.get("data")
+            if isinstance(data, dict) and "source" not in data and family is not None:
+                raw["data"] = {"source": "truth-lm" if family == "gpt" else "truth", **data}
+        return raw
+
+    @model_validator(mode="after")
+    def _defaults_and_consistency(self) -> ChainConfig:
+        is_lm = self.model.family == "gpt"
+        if self.data is None:
+            object.__setattr__(self, "data", TruthLMData() if is_lm else TruthData())
+        if is_lm and self.data.source == "truth":
+            raise ValueError("data.source: 'truth' is for analytic families; use truth-lm | text")
+        if not is_lm and self.data.source != "truth":
+            raise ValueError(
+                f"data.source: {self.data.source!r} needs model.family gpt; analytic families use 'truth'"
+            )
+        if self.sampling.top_k and not is_lm:
+            raise ValueError("sampling.top_k: only language models (family gpt) use top_k; set 0")
+        if self.curation.scorer == "rules" and not is_lm:
+            raise ValueError("curation.scorer: 'rules' scores text; use none | self | oracle | judge")
+        if self.curation.scorer == "oracle" and self.data.source == "text":
+            raise ValueError("curation.scorer: 'oracle' needs a known truth; text has none")
+        if self.collapse.metric in ("minority_share", "kl") and self.data.source != "truth-lm":
+            raise ValueError(f"collapse.metric: {self.collapse.metric!r} needs data.source truth-lm")
+        family_metric = {"param_error": "linreg", "var": "gaussian", "gini": "categorical",
+                         "support": "categorical"}
+        needed = family_metric.get(self.collapse.metric)
+        if needed and self.model.family != needed:
+            raise ValueError(f"collapse.metric: {self.collapse.metric!r} needs model.family {needed}")
+        return self
+
+    def fingerprint(self, *, keys: tuple[str, ...] | None = None) -> str:
+        """Content hash of the config (or of some top-level sections), for caches."""
+        dump = self.model_dump(mode="json")
+        if keys is not None:
+            dump = {k: dump[k] for k in keys}
+        blob = json.dumps(dump, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- loading
+def parse_override(text: str) -> tuple[str, Any]:
+    """Parse ``a.b=value``; the value is read as YAML (numbers, lists, booleans)."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. recursion.regime=accumulate")
+    key, _, raw = text.partition("=")
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"--set {text!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``tree['a']['b'] = value`` for ``dotted == 'a.b'``, creating sections as needed."""
+    node = tree
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"{dotted}: {part!r} is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config: file not found: {p}")
+    try:
+        raw = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        raise ConfigError(f"config: {p} is not valid YAML{where}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config: {p} must be a mapping of sections, got {type(raw).__name__}")
+    return raw
+
+
+def load_config(
+    source: str | Path | dict[str, Any] | None = None,
+    overrides: list[str] | dict[str, Any] | None = None,
+) -> ChainConfig:
+    """Load and validate a chain/sweep config from a YAML path or a dict, plus overrides.
+
+    ``overrides`` is a list of ``"a.b=value"`` strings or a ``{"a.b": value}`` dict.
+    Raises ``ConfigError`` with one line naming the field and what is allowed.
+    """
+    if source is None:
+        tree: dict[str, Any] = {}
+    elif isinstance(source, dict):
+        tree = json.loads(json.dumps(source))  # deep copy, plain types only
+    else:
+        tree = read_yaml(source)
+    items = overrides.items() if isinstance(overrides, dict) else map(parse_override, overrides or [])
+    for key, value in items:
+        set_path(tree, key, value)
+    try:
+        return ChainConfig.model_validate(tree)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc)) from None
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """First error of a pydantic ValidationError as ``field: problem (allowed: ...)``."""
+    err = exc.errors()[0]
+    # Drop the union-tag segment pydantic inserts (model.gaussian.dim -> model.dim).
+    loc = [str(p) for p in err["loc"] if not (isinstance(p, str) and p in _UNION_TAGS)]
+    field = ".".join(loc) or "config"
+    kind = err["type"]
+    ctx = err.get("ctx") or {}
+    if kind == "extra_forbidden":
+        parent = _fields_at(loc[:-1])
+        allowed = f" (allowed: {', '.join(parent)})" if parent else ""
+        return f"{field}: unknown field{allowed}"
+    if kind == "union_tag_invalid":
+        field = f"{field}.{str(ctx.get('discriminator', '')).strip(chr(39))}".rstrip(".")
+        return f"{field}: unknown value {ctx.get('tag')!r} (allowed: {ctx.get('expected_tags')})"
+    if kind == "literal_error":
+        return f"{field}: got {err.get('input')!r} (allowed: {ctx.get('expected')})"
+    if kind == "value_error":
+        msg = str(ctx.get("error", err["msg"]))
+        return msg if ":" in msg.split(" ")[0] else f"{field}: {msg}"
+    return f"{field}: {err['msg'].lower()}, got {err.get('input')!r}"
+
+
+_UNION_TAGS = {"gaussian", "linreg", "categorical", "gmm", "gpt", "truth", "truth-lm", "text"}
+
+
+def _fields_at(loc: list[str]) -> list[str]:
+    """Field names of the section at ``loc`` (best effort, for 'allowed' hints)."""
+    section: type[BaseModel] | None = ChainConfig
+    for part in loc:
+        if section is None or part not in section.model_fields:
+            return []
+        ann = section.model_fields[part].annotation
+        section = _first_model(ann)
+    return list(section.model_fields) if section else []
+
+
+def _first_model(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found = _first_model(arg)
+        if found:
+            return found
+    return None
+
+
+def dump_config(config: ChainConfig) -> str:
+    """YAML text of the resolved config (exactly what ran)."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
