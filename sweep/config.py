@@ -254,10 +254,14 @@ class ChainConfig(_Strict):
     data: DataConfig | None = Field(
         None, description="Real data source; default: 'truth' (analytic) or 'truth-lm' (gpt)."
     )
-    recursion: RecursionConfig = Field(default_factory=RecursionConfig)
-    curation: CurationConfig = Field(default_factory=CurationConfig)
-    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
-    collapse: CollapseConfig = Field(default_factory=CollapseConfig)
+    recursion: RecursionConfig = Field(
+        default_factory=RecursionConfig, description="Generations, regime, real data kept.")
+    curation: CurationConfig = Field(
+        default_factory=CurationConfig, description="How synthetic candidates are filtered.")
+    sampling: SamplingConfig = Field(
+        default_factory=SamplingConfig, description="How models generate their samples.")
+    collapse: CollapseConfig = Field(
+        default_factory=CollapseConfig, description="The collapse criterion (quality gap).")
     search: dict[str, Any] | None = Field(
         None, description="Sweep search section (validated by sweep.space when a sweep runs)."
     )
