@@ -1,6 +1,7 @@
 """The README's config reference, generated from the pydantic fields (so they never drift).
 
-    python -m sweep.docs > /tmp/ref.md
+    python -m sweep.docs                  # print it
+    python -m sweep.docs --update-readme  # rewrite the README section
 """
 
 from __future__ import annotations
@@ -59,5 +60,25 @@ def reference() -> str:
     return "\n".join(lines)
 
 
+def update_readme(path: str = "README.md") -> bool:
+    """Rewrite the README's generated section; True when it changed."""
+    from pathlib import Path
+
+    p = Path(path)
+    text = p.read_text()
+    start, end = "<!-- config-reference:start -->", "<!-- config-reference:end -->"
+    head, _, rest = text.partition(start)
+    _, _, tail = rest.partition(end)
+    new = f"{head}{start}\n{reference()}\n{end}{tail}"
+    if new != text:
+        p.write_text(new)
+    return new != text
+
+
 if __name__ == "__main__":  # pragma: no cover
-    print(reference())
+    import sys
+
+    if "--update-readme" in sys.argv:
+        print("README.md updated" if update_readme() else "README.md already current")
+    else:
+        print(reference())
