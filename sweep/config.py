@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 GPT_SIZES = ("xs", "s", "m", "l", "xl")
+LM_SAMPLES = 1000  # default samples_per_generation for family gpt
 
 
 class ConfigError(ValueError):
@@ -86,11 +87,13 @@ class GMMModel(_Strict):
 class GPTTrain(_Strict):
     """How a GPT is trained each generation."""
 
-    lr: float = Field(3e-3, gt=0, description="AdamW peak learning rate.")
+    # Defaults measured on truth-lm (n = 1000, xs): held-out NLL 1.77 nats/token against
+    # 1.61 for the truth and 3.47 for uniform, about 2 s per fit on 2 CPU cores.
+    lr: float = Field(1e-2, gt=0, description="AdamW peak learning rate.")
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
-    batch_size: int = Field(64, ge=1, description="Sequences per optimisation step.")
+    batch_size: int = Field(32, ge=1, description="Sequences per optimisation step.")
     epochs: float = Field(
-        4.0, gt=0, description="Budget: passes over this generation's training set (default)."
+        8.0, gt=0, description="Budget: passes over this generation's training set (default)."
     )
     token_budget: int | None = Field(
         None, ge=1, description="If set, train on this many tokens instead of `epochs`."
@@ -144,7 +147,7 @@ class TruthLMData(_Strict):
     )
     branching: int = Field(4, ge=1, description="Allowed next tokens per state (sparsity).")
     language_seed: int = Field(1234, description="Seed that builds the language itself.")
-    test_size: int = Field(1000, ge=10, description="Held-out real sequences for evaluation.")
+    test_size: int = Field(500, ge=10, description="Held-out real sequences for evaluation.")
 
 
 class TextData(_Strict):
@@ -168,7 +171,7 @@ class RecursionConfig(_Strict):
         10, ge=0, le=100_000, description="G: models 0..G are trained (G + 1 rows)."
     )
     samples_per_generation: int = Field(
-        100, ge=2, description="n: examples in each generation's new batch."
+        100, ge=2, description="n: examples in each generation's new batch (gpt default: 1000)."
     )
     regime: Literal["replace", "accumulate", "accumulate-subsample"] = Field(
         "replace",
@@ -281,6 +284,11 @@ class ChainConfig(_Strict):
                 raw["model"] = {"family": "gaussian", **model}
             family = (raw.get("model") or {}).get("family", "gaussian") if isinstance(
                 raw.get("model"), dict | type(None)) else None
+            recursion = raw.get("recursion")
+            if family == "gpt" and (recursion is None or (isinstance(recursion, dict)
+                                    and "samples_per_generation" not in recursion)):
+                # Language models need more than the analytic default of 100 examples.
+                raw["recursion"] = {**(recursion or {}), "samples_per_generation": LM_SAMPLES}
             data = raw.get("data")
             if isinstance(data, dict) and "source" not in data and family is not None:
                 raw["data"] = {"source": "truth-lm" if family == "gpt" else "truth", **data}
