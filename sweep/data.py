@@ -121,6 +121,12 @@ class TruthLanguage:
         joint = self._dialect_log_prob(x) + self.log_weights[:, None]
         return np.logaddexp(joint[0], joint[1])
 
+    def flops(self, op: str, n_items: int) -> float:
+        """Cost of the oracle: per token two table look-ups and adds (one per dialect)."""
+        if op in ("score", "sample"):
+            return 4.0 * self.max_len * n_items
+        raise ValueError(f"op: {op!r} (the truth is not fit; allowed: score, sample)")
+
     def dialect_posterior(self, x: np.ndarray) -> np.ndarray:
         """P(minority dialect | row) per row."""
         joint = self._dialect_log_prob(x) + self.log_weights[:, None]
