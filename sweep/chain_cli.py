@@ -36,7 +36,11 @@ def run_chain_command(config: ChainConfig, *, out: Path | None, seed: int | None
     out = out or Path("runs") / config.name
     ckpt_dir = out / "checkpoint"
     if not fresh and (state := load_checkpoint(ckpt_dir)) is not None:
-        chain.load_state_dict(state)
+        try:
+            chain.load_state_dict(state)
+        except ValueError:
+            raise ConfigError(f"--out: {out} holds a checkpoint of another config or seed; "
+                              "pass --fresh to start over there, or choose another --out") from None
         console.print(f"resuming from generation {chain.generation} ({ckpt_dir})")
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "config.yaml", dump_config(config))

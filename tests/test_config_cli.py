@@ -93,3 +93,12 @@ def test_help_teaches(capsys):
     text = capsys.readouterr().out
     for word in ("chain", "run", "resume", "analyze", "report", "theory", "examples"):
         assert word in text
+
+
+def test_chain_into_a_dir_of_another_config_needs_fresh(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["chain", "--set", "recursion.generations=2", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["chain", "--set", "recursion.generations=3", "--out", str(out)]) == 2
+    assert "--fresh" in capsys.readouterr().err
+    assert main(["chain", "--set", "recursion.generations=3", "--out", str(out), "--fresh"]) == 0
