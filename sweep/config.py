@@ -196,8 +196,9 @@ class RecursionConfig(_Strict):
 class CurationConfig(_Strict):
     scorer: str = Field(
         "none",
-        description="Scorer of candidates: none | self | oracle | judge | rules, or a name "
-        "registered with sweep.curation.register_scorer.",
+        description="Scorer of candidates: none | self (own likelihood) | oracle (truth/model "
+        "density ratio) | oracle-likelihood (truth likelihood) | judge (ensemble) | rules (text), "
+        "or a name registered with sweep.curation.register_scorer.",
     )
     strength: float = Field(
         0.0,
@@ -309,8 +310,14 @@ class ChainConfig(_Strict):
             raise ValueError("sampling.top_k: only language models (family gpt) use top_k; set 0")
         if self.curation.scorer == "rules" and not is_lm:
             raise ValueError("curation.scorer: 'rules' scores text; use none | self | oracle | judge")
-        if self.curation.scorer == "oracle" and self.data.source == "text":
-            raise ValueError("curation.scorer: 'oracle' needs a known truth; text has none")
+        if self.curation.scorer.startswith("oracle") and self.data.source == "text":
+            raise ValueError(f"curation.scorer: {self.curation.scorer!r} needs a known truth; "
+                             "text has none (use self | judge | rules)")
+        from sweep.curation import scorer_names
+
+        if self.curation.scorer not in scorer_names():
+            raise ValueError(f"curation.scorer: unknown {self.curation.scorer!r} "
+                             f"(allowed: {', '.join(scorer_names())})")
         if self.collapse.metric in ("minority_share", "kl") and self.data.source != "truth-lm":
             raise ValueError(f"collapse.metric: {self.collapse.metric!r} needs data.source truth-lm")
         family_metric = {"param_error": "linreg", "var": "gaussian", "gini": "categorical",

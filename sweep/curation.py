@@ -54,9 +54,25 @@ def _self(c: np.ndarray, ctx: ScoreContext) -> np.ndarray:
 
 
 def _oracle(c: np.ndarray, ctx: ScoreContext) -> np.ndarray:
-    if ctx.truth is None:
-        raise ValueError("curation.scorer: 'oracle' needs a data source with a known truth")
+    """log p_truth(x) - log p_model(x): how much more the truth wants x than the sampler.
+
+    This is the importance weight of x; with ``selection: sample`` (Gumbel top-m of the
+    log weights) the kept set is an importance resample of the candidates towards the
+    truth, the perfect verifier of Feng et al. Ranking by the truth's likelihood alone is
+    ``oracle-likelihood``, a reward whose maximisers the chain converges to (Ferbach).
+    """
+    _need_truth(ctx, "oracle")
+    return ctx.truth.log_prob(c) - ctx.model.log_prob(c)
+
+
+def _oracle_likelihood(c: np.ndarray, ctx: ScoreContext) -> np.ndarray:
+    _need_truth(ctx, "oracle-likelihood")
     return per_item(ctx.truth, c)
+
+
+def _need_truth(ctx: ScoreContext, name: str) -> None:
+    if ctx.truth is None:
+        raise ValueError(f"curation.scorer: {name!r} needs a data source with a known truth")
 
 
 def _judge(c: np.ndarray, ctx: ScoreContext) -> np.ndarray:
@@ -73,14 +89,16 @@ def _none(c: np.ndarray, ctx: ScoreContext) -> np.ndarray:
     return np.zeros(len(c))
 
 
-for _name, _fn in {"none": _none, "self": _self, "oracle": _oracle, "judge": _judge,
+for _name, _fn in {"none": _none, "self": _self, "oracle": _oracle,
+                   "oracle-likelihood": _oracle_likelihood, "judge": _judge,
                    "rules": _rules}.items():
     register_scorer(_name, _fn)
 
 
 def scorer_cost_model(scorer: str, ctx: ScoreContext) -> list[Any]:
     """The models whose ``flops('score', ...)`` a scorer spends."""
-    return {"self": [ctx.model], "oracle": [ctx.truth], "judge": ctx.judges}.get(scorer, [])
+    return {"self": [ctx.model], "oracle": [ctx.truth, ctx.model],
+            "oracle-likelihood": [ctx.truth], "judge": ctx.judges}.get(scorer, [])
 
 
 def candidates_needed(m: int, strength: float) -> int:
