@@ -1,0 +1,94 @@
+"""A durable, append-only record of a sweep's chains (``RUN_DIR/ledger.jsonl``).
+
+Ray Tune saves its experiment state only every few seconds, so after a killed driver it
+can re-create trials that had already finished. The ledger is what makes "every trial runs
+exactly once" true: a chain's completion is written here (one fsync'ed line) before Tune
+hears of it, and a trial whose key is already done returns the recorded result at once.
+
+Events (one JSON object per line):
+  ``start``  a chain began from generation 0   (key, trial_id, number, params, ...)
+  ``resume`` a chain continued from a checkpoint (key, generation)
+  ``done``   a chain ended: finished | stopped_collapsed | diverged | failed (+ summary)
+  ``error``  the driver saw the trial error out after all retries (retried on resume)
+
+The key of a trial is the fingerprint of its resolved chain config (params and seed
+included): equal work has equal keys, whatever Tune or Optuna call the trial.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+LEDGER_FILE = "ledger.jsonl"
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    return str(value)
+
+
+def _clean(value: Any) -> Any:
+    # JSON has no NaN/inf; keep them as strings that float() reads back.
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    return value
+
+
+class Ledger:
+    """Append-only JSON-lines file; every append is one ``write`` + ``fsync``."""
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.path = Path(run_dir) / LEDGER_FILE
+
+    def append(self, event: str, **fields: Any) -> None:
+        record = _clean({"event": event, "time": time.time(), "pid": os.getpid(), **fields})
+        line = (json.dumps(record, default=_json_default) + "\n").encode()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # O_APPEND + one write keeps concurrent writers' lines whole on a local filesystem.
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def records(self) -> list[dict[str, Any]]:
+        if not self.path.is_file():
+            return []
+        out = []
+        for line in self.path.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a torn last line after a crash: that event did not happen
+        return out
+
+    def done(self, key: str) -> dict[str, Any] | None:
+        """The first ``done`` record of ``key`` or None."""
+        return next((r for r in self.records() if r["event"] == "done" and r["key"] == key), None)
+
+    def started(self, key: str) -> dict[str, Any] | None:
+        return next((r for r in self.records() if r["event"] == "start" and r["key"] == key), None)
+
+    def chains_started(self) -> dict[str, int]:
+        """How many times each key's chain was started from generation 0."""
+        counts: dict[str, int] = {}
+        for r in self.records():
+            if r["event"] == "start":
+                counts[r["key"]] = counts.get(r["key"], 0) + 1
+        return counts
+
+
+def as_float(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")

@@ -1,0 +1,399 @@
+"""Sweeps on Ray Tune + Optuna: outputs, optimum, failures, resume, two nodes."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+
+from sweep.config import load_config
+from sweep.ledger import Ledger
+from sweep.recursion import Chain, run_chain
+from sweep.space import trial_config
+from sweep.trial import TEST_FAIL_FILE, TEST_KILL_FILE
+
+ROOT = Path(__file__).resolve().parents[1]
+REGIMES = ["replace", "accumulate", "accumulate-subsample"]
+FRACTIONS = [0.0, 0.25, 0.5, 0.75]
+STRENGTHS = [0.0, 0.5]
+RESULT_COLUMNS = {
+    "trial_id": "object", "number": "int64", "status": "object", "quality_gap": "float64",
+    "total_flops": "float64", "collapsed": "bool", "feasible": "bool",
+    "generations_run": "int64", "final_real_nll": "float64", "node": "object",
+    "seconds": "float64", "seed": "int64",
+}
+
+
+def analytic(name: str, *, sampler: str = "grid", trials: int = 100, generations: int = 10,
+             space: dict | None = None, concurrency: int = 2):
+    return load_config({
+        "name": name, "seed": 3,
+        "model": {"family": "gaussian"},
+        "recursion": {"generations": generations, "samples_per_generation": 50},
+        "curation": {"scorer": "self"},
+        "collapse": {"metric": "real_nll", "tolerance": 0.05},
+        "search": {"sampler": sampler, "trials": trials, "concurrency": concurrency,
+                   "space": space or {
+                       "recursion.regime": {"choice": REGIMES},
+                       "recursion.real_fraction": {"grid": FRACTIONS},
+                       "curation.strength": {"grid": STRENGTHS}}},
+        "resources": {"cpu": 1, "gpu": 0},
+    })
+
+
+def _study(run_dir: Path, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{run_dir / 'optuna.db'}")
+
+
+def test_shared_model0_gives_identical_chains():
+    cfg = load_config({"model": {"family": "gaussian"}, "recursion": {"generations": 5},
+                       "curation": {"scorer": "judge", "strength": 0.5, "judge_models": 2}})
+    a = Chain(cfg)
+    while not a.done:
+        a.step()
+    b = Chain(cfg, model0_state=a.model0_state)
+    while not b.done:
+        b.step()
+    pd.testing.assert_frame_equal(a.frame(), b.frame())
+
+
+@pytest.mark.slow
+def test_shared_gpt_model0_gives_identical_metrics():
+    cfg = load_config({"model": {"family": "gpt", "size": "xs", "train": {"epochs": 1}},
+                       "data": {"source": "truth-lm", "test_size": 50},
+                       "recursion": {"generations": 1, "samples_per_generation": 32},
+                       "curation": {"scorer": "self", "strength": 0.5}})
+    frames = []
+    shared = None
+    for _ in range(2):
+        chain = Chain(cfg, model0_state=shared)
+        while not chain.done:
+            chain.step()
+        shared = chain.model0_state
+        frames.append(chain.frame())
+    # The GPT's fit diagnostics of generation 0 are not part of its state_dict (a loaded
+    # model 0 was not fit here): they are NaN in a shared chain; every metric is identical.
+    fit_stats = ["train_loss", "val_loss", "epochs_run", "steps"]
+    pd.testing.assert_frame_equal(frames[0].drop(columns=fit_stats), frames[1].drop(columns=fit_stats))
+    pd.testing.assert_frame_equal(frames[0].loc[1:], frames[1].loc[1:])
+
+
+def test_grid_sweep_finds_dense_grid_optimum(ray_session, tmp_path):
+    from sweep.tune import run_sweep
+
+    cfg = analytic("grid")
+    t0 = time.perf_counter()
+    run_dir = run_sweep(cfg, storage=str(tmp_path), progress=False)
+    wall = time.perf_counter() - t0
+    n = len(REGIMES) * len(FRACTIONS) * len(STRENGTHS)
+
+    df = pd.read_parquet(run_dir / "results.parquet")
+    assert len(df) == n and sorted(df["number"]) == list(range(n))
+    for col, dtype in RESULT_COLUMNS.items():
+        assert str(df[col].dtype) in (dtype, "str", "string"), col
+    for col in ("param.recursion.regime", "param.recursion.real_fraction",
+                "param.curation.strength"):
+        assert col in df.columns
+    assert (df["status"] == "finished").all()
+    assert (df["feasible"] == (df["quality_gap"] <= 0.05)).all()
+    assert df["shared_model0"].sum() >= n - 2  # generation 0 computed once (or twice, racing)
+    for trial_id in df["trial_id"]:
+        tdir = run_dir / "trials" / trial_id
+        assert (tdir / "config.yaml").is_file()
+        assert len(pd.read_parquet(tdir / "generations.parquet")) == 11
+    assert (run_dir / "sweep.yaml").is_file() and (run_dir / "results.csv").is_file()
+    assert not list((run_dir / "tune").glob("*/checkpoint_*"))  # pruned once trials finished
+    study = _study(run_dir, "grid")
+    assert len(study.trials) == n
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    assert all("constraints:quality_gap" in t.system_attrs for t in study.trials)
+
+    # The same grid by plain run_chain calls: same cheapest feasible config and numbers.
+    dense = []
+    for regime, frac, strength in itertools.product(REGIMES, FRACTIONS, STRENGTHS):
+        params = {"recursion.regime": regime, "recursion.real_fraction": frac,
+                  "curation.strength": strength}
+        s = run_chain(trial_config(cfg, params)).attrs["summary"]
+        dense.append({**params, "quality_gap": s["quality_gap"], "total_flops": s["total_flops"]})
+    dense = pd.DataFrame(dense)
+    feasible = dense[dense["quality_gap"] <= 0.05]
+    best_flops = feasible["total_flops"].min()
+    sweep_feasible = df[df["feasible"]]
+    assert sweep_feasible["total_flops"].min() == pytest.approx(best_flops)
+    best = sweep_feasible.sort_values("total_flops").iloc[0]
+    winners = feasible[np.isclose(feasible["total_flops"], best_flops)]
+    assert any((w["recursion.regime"] == best["param.recursion.regime"]
+                and w["recursion.real_fraction"] == best["param.recursion.real_fraction"]
+                and w["curation.strength"] == best["param.curation.strength"])
+               for _, w in winners.iterrows())
+    merged = df.merge(dense, left_on=["param.recursion.regime", "param.recursion.real_fraction",
+                                      "param.curation.strength"],
+                      right_on=["recursion.regime", "recursion.real_fraction", "curation.strength"])
+    np.testing.assert_allclose(merged["quality_gap_x"], merged["quality_gap_y"], rtol=1e-12)
+    summary = json.loads((run_dir / "sweep_summary.json").read_text())
+    assert summary["trials"] == n and summary["compute_flops"] < summary["compute_flops_per_trial_sum"]
+    print(f"\ngrid sweep of {n} trials: {wall:.1f} s wall")
+
+
+def test_nsga2_sweep_and_failed_trials(ray_session, tmp_path):
+    """Failing chains are `failed` rows and FAIL in Optuna (never left RUNNING)."""
+    from sweep.tune import run_sweep
+
+    cfg = analytic("fails", sampler="nsga2", trials=10, space={
+        "recursion.regime": {"choice": REGIMES},
+        "recursion.real_fraction": {"uniform": [0.0, 1.0]}})
+    run_dir = tmp_path / "fails"
+    run_dir.mkdir()
+    (run_dir / TEST_FAIL_FILE).write_text(json.dumps({"recursion.regime": "accumulate"}))
+    run_sweep(cfg, storage=str(tmp_path), progress=False)
+    df = pd.read_parquet(run_dir / "results.parquet")
+    assert len(df) == 10
+    bad = df["param.recursion.regime"] == "accumulate"
+    assert (df.loc[bad, "status"] == "failed").all() and not df.loc[bad, "feasible"].any()
+    assert (df.loc[~bad, "status"] == "finished").all()
+    assert df.loc[bad, "error"].str.contains("test failure").all()
+    states = {t.number: t.state for t in _study(run_dir, "fails").trials}
+    assert len(states) == 10
+    for number, regime in zip(df["number"], df["param.recursion.regime"], strict=True):
+        want = optuna.trial.TrialState.FAIL if regime == "accumulate" else optuna.trial.TrialState.COMPLETE
+        assert states[number] == want
+
+
+def test_killed_worker_resumes_from_last_generation(ray_session, tmp_path):
+    from sweep.tune import run_sweep
+
+    cfg = analytic("killed", trials=2, generations=8, space={
+        "recursion.regime": {"choice": ["accumulate"]},
+        "recursion.real_fraction": {"grid": [0.0, 0.5]}})
+    run_dir = tmp_path / "killed"
+    run_dir.mkdir()
+    (run_dir / TEST_KILL_FILE).write_text("3")  # each trial SIGKILLs itself after generation 3
+    run_sweep(cfg, storage=str(tmp_path), progress=False)
+    df = pd.read_parquet(run_dir / "results.parquet")
+    assert len(df) == 2 and (df["status"] == "finished").all()
+    assert len(list(run_dir.glob("_test_killed_*"))) == 2  # both were killed once
+    records = Ledger(run_dir).records()
+    assert sorted(r["generation"] for r in records if r["event"] == "resume") == [4, 4]
+    assert all(v == 1 for v in Ledger(run_dir).chains_started().values())
+    for _, row in df.iterrows():
+        frame = pd.read_parquet(run_dir / "trials" / row["trial_id"] / "generations.parquet")
+        ref = run_chain(trial_config(cfg, {"recursion.regime": "accumulate",
+                                           "recursion.real_fraction": row["param.recursion.real_fraction"]}))
+        pd.testing.assert_frame_equal(frame.drop(columns="seed"), ref, check_dtype=False)
+        assert row["quality_gap"] == ref.attrs["summary"]["quality_gap"]
+
+
+def _session_pids(sid: int) -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.getsid(int(entry)) == sid:
+                    pids.append(int(entry))
+            except (ProcessLookupError, PermissionError):
+                continue
+    return pids
+
+
+def _kill_session(sid: int) -> None:
+    """SIGKILL what a killed driver left behind (raylet, GCS, Dashboard/RuntimeEnv agents)."""
+    for _ in range(20):
+        pids = [p for p in _session_pids(sid) if p != os.getpid()]
+        if not pids:
+            return
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.25)
+
+
+@pytest.mark.slow
+def test_resume_after_driver_kill_runs_each_trial_once(ray_session, tmp_path):
+    from sweep.config import dump_config
+    from sweep.io import write_text
+    from sweep.tune import resume_sweep
+
+    cfg = analytic("resume", sampler="tpe", trials=12, generations=30, space={
+        "recursion.regime": {"choice": REGIMES},
+        "recursion.real_fraction": {"uniform": [0.0, 1.0]},
+        "curation.strength": {"uniform": [0.0, 0.9]}})
+    cfg_path = write_text(tmp_path / "resume.yaml", dump_config(cfg))
+    run_dir = tmp_path / "runs" / "resume"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sweep.tune", "run", str(cfg_path), "--storage",
+         str(tmp_path / "runs"), "--quiet"], cwd=ROOT, env=env, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            done = [r for r in Ledger(run_dir).records() if r["event"] == "done"]
+            if len(done) >= 4:
+                break
+            assert proc.poll() is None, "driver ended before it was killed"
+            time.sleep(0.1)
+        else:
+            pytest.fail("no trial finished within 120 s")
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        _kill_session(proc.pid)
+    done_before = len([r for r in Ledger(run_dir).records() if r["event"] == "done"])
+    assert done_before < 12
+
+    resume_sweep(run_dir, progress=False)
+    df = pd.read_parquet(run_dir / "results.parquet")
+    assert sorted(df["number"]) == list(range(12))
+    assert (df["status"] == "finished").all()
+    starts = Ledger(run_dir).chains_started()
+    assert all(count == 1 for count in starts.values()), starts  # no chain ran twice
+    chains = len(df[df["reused_from"] == ""])
+    assert len(starts) == chains
+    study = _study(run_dir, "resume")
+    assert len(study.trials) == 12
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+
+
+TWO_NODES = """
+import sys
+import pandas as pd
+from ray.cluster_utils import Cluster
+from sweep.config import load_config
+from sweep.tune import run_sweep
+
+cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+cluster.add_node(num_cpus=1)
+cluster.add_node(num_cpus=1)
+try:
+    cfg = load_config(sys.argv[1])
+    run_dir = run_sweep(cfg, storage=sys.argv[2], address=cluster.address, progress=False)
+    df = pd.read_parquet(run_dir / "results.parquet")
+    print("NODES", df["node"].nunique(), "ROWS", len(df), "FINISHED", (df.status == "finished").sum())
+finally:
+    import ray
+    ray.shutdown()
+    cluster.shutdown()
+"""
+
+
+@pytest.mark.slow
+def test_two_node_sweep_uses_both_nodes(tmp_path):
+    from sweep.config import dump_config
+    from sweep.io import write_text
+
+    cfg = analytic("nodes", trials=6, generations=20, space={
+        "recursion.regime": {"choice": REGIMES}, "recursion.real_fraction": {"grid": [0.0, 0.5]}})
+    cfg_path = write_text(tmp_path / "nodes.yaml", dump_config(cfg))
+    out = subprocess.run([sys.executable, "-c", TWO_NODES, str(cfg_path), str(tmp_path / "runs")],
+                         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                         capture_output=True, text=True, timeout=240)
+    assert "NODES 2 ROWS 6 FINISHED 6" in out.stdout, out.stdout[-2000:] + out.stderr[-4000:]
+
+
+@pytest.mark.slow
+def test_quick_yaml_demo_sweep(ray_session, tmp_path):
+    from sweep.tune import run_sweep
+
+    t0 = time.perf_counter()
+    run_dir = run_sweep(load_config(ROOT / "configs" / "quick.yaml"), storage=str(tmp_path),
+                        progress=False)
+    wall = time.perf_counter() - t0
+    df = pd.read_parquet(run_dir / "results.parquet")
+    assert len(df) == 24 and df["status"].isin(["finished", "stopped_collapsed"]).all()
+    assert set(df["param.model.size"]) <= {"xs", "s"}
+    print(f"\nquick.yaml: {wall:.1f} s wall")
+    assert wall < 300
+
+
+# --------------------------------------------------------------------------- no-Ray units
+def _run_dir_with(tmp_path: Path, cfg) -> Path:
+    from sweep.config import dump_config
+    from sweep.io import write_text
+
+    run_dir = tmp_path / cfg.name
+    write_text(run_dir / "sweep.yaml", dump_config(cfg))
+    return run_dir
+
+
+def test_ledger_returns_done_trial_without_running_it(tmp_path):
+    from sweep.trial import run_trial
+
+    cfg = analytic("ledger", generations=3)
+    run_dir = _run_dir_with(tmp_path, cfg)
+    params = {"recursion.regime": "replace", "recursion.real_fraction": 0.5, "curation.strength": 0.0}
+    reports: list[tuple[dict, Path | None]] = []
+    first = run_trial(run_dir, params, trial_id="a", number=0, node="n",
+                      report=lambda m, c: reports.append((m, c)))
+    assert len(reports) == 4 and reports[-1][0]["done"] and not reports[-1][0]["failed"]
+    again = run_trial(run_dir, params, trial_id="b", number=5, node="n",
+                      report=lambda m, c: reports.append((m, c)))
+    assert again["quality_gap"] == first["quality_gap"] and len(reports) == 5
+    assert Ledger(run_dir).chains_started() == {first["key"]: 1}
+    assert (run_dir / "trials" / "b" / "generations.parquet").is_file()  # copied for trial b
+    events = [r["event"] for r in Ledger(run_dir).records()]
+    assert events == ["start", "done", "reuse"]
+
+
+def test_restored_orphans_are_handed_out_again(tmp_path):
+    """After a crash, study trials the stale Tune state never saw are suggested first."""
+    from sweep.space import validate_search
+    from sweep.tune import _searcher
+
+    cfg = analytic("orphans", sampler="random", trials=6, space={
+        "recursion.real_fraction": {"uniform": [0.0, 1.0]}})
+    spec = validate_search(cfg)
+    run_dir = tmp_path / "orphans"
+    run_dir.mkdir()
+    searcher = _searcher(cfg, spec, run_dir)
+    first = searcher.suggest("t0")
+    searcher.on_trial_complete("t0", {"quality_gap": 0.01, "total_flops": 10.0, "failed": False})
+    ckpt = tmp_path / "searcher.pkl"
+    searcher.save(str(ckpt))  # Tune's last save ...
+    lost_done = searcher.suggest("t1")  # ... then a trial finished, one was asked, driver died
+    searcher.on_trial_complete("t1", {"quality_gap": 0.5, "total_flops": 5.0, "failed": False})
+    lost_running = searcher.suggest("t2")
+
+    restored = _searcher(cfg, spec, run_dir)
+    restored.restore(str(ckpt))
+    again = [restored.suggest(f"r{i}") for i in range(3)]
+    assert [a["__number"] for a in again] == [1, 2, 3]
+    assert again[0] == lost_done and again[1] == lost_running and again[2] != first
+    restored.on_trial_complete("r0", {"quality_gap": 0.5, "total_flops": 5.0, "failed": False})
+    restored.on_trial_complete("r1", {"quality_gap": float("nan"), "total_flops": 5.0,
+                                      "failed": False})
+    states = [t.state.name for t in _study(run_dir, "orphans").trials]
+    assert states == ["COMPLETE", "COMPLETE", "FAIL", "RUNNING"]
+
+
+@pytest.mark.parametrize("sampler", ["nsga2", "tpe", "gp", "random", "grid"])
+def test_every_sampler_asks_and_tells_with_the_constraint(tmp_path, sampler):
+    from sweep.space import validate_search
+    from sweep.tune import _searcher
+
+    space = {"recursion.regime": {"choice": REGIMES},
+             "recursion.real_fraction": {"uniform": [0.0, 1.0], "step": 0.5}}
+    cfg = analytic(f"s-{sampler}", sampler=sampler, trials=5, space=space)
+    spec = validate_search(cfg)
+    searcher = _searcher(cfg, spec, tmp_path)
+    for i in range(spec.num_trials):
+        params = searcher.suggest(f"t{i}")
+        gap = params["recursion.real_fraction"] * 0.1
+        searcher.on_trial_complete(f"t{i}", {"quality_gap": gap, "total_flops": 1.0 + i,
+                                             "failed": False})
+    trials = _study(tmp_path, f"s-{sampler}").trials
+    assert len(trials) == 5 and all(t.state.name == "COMPLETE" for t in trials)
+    assert all(t.system_attrs["constraints:quality_gap"] <= 0.1 - 0.05 + 1e-12 for t in trials)
+    if sampler == "grid":  # 5 distinct grid points of 9
+        assert len({tuple(t.params.values()) for t in trials}) == 5
