@@ -26,8 +26,8 @@ from sweep.checkpoint import load_checkpoint, save_checkpoint
 from sweep.compute import generation_flops
 from sweep.config import ChainConfig, load_config
 from sweep.curation import (
-    ScoreContext,
     _SCORERS,
+    ScoreContext,
     candidates_needed,
     per_item,
     scorer_agreement,

@@ -152,7 +152,7 @@ def fig_trajectories(sweep: Sweep, out: Path, columns: list[tuple[str, str]], ti
         return _save(fig, out)
     for ax, (col, label) in zip(axes.flat, present, strict=True):
         seen = set()
-        for trial_id, part in gens.groupby("trial_id", sort=True):
+        for _, part in gens.groupby("trial_id", sort=True):
             regime = part.regime.iloc[0]
             ax.plot(part.generation, part[col], color=REGIME_COLORS.get(regime, "#7f7f7f"),
                     alpha=0.55, lw=1, label=None if regime in seen else regime)

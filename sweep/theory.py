@@ -163,11 +163,11 @@ def checks(scale: float = 1.0) -> list[Check]:
 def run_theory(*, scale: float = 1.0, workers: int | None = None, progress=None
                ) -> tuple[list[TheoryRow], dict[str, pd.DataFrame], float]:
     """Run every check; returns its rows, the raw frames per check, and the wall time."""
-    from sweep.config import load_config
-
     import multiprocessing as mp
     import os
     from concurrent.futures import ProcessPoolExecutor
+
+    from sweep.config import load_config
 
     start = time.perf_counter()
     rows: list[TheoryRow] = []
