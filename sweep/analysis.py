@@ -1,13 +1,15 @@
 """Read a sweep directory and answer: which configs do not collapse, and which is cheapest.
 
-Works on finished, running and partly failed sweeps: only files that exist are read, and
-trials without finite objectives (failed, diverged, still running) never enter a front.
+Works on finished, running and partly failed sweeps: only files that exist (and parse) are
+read, a trial directory without a results row counts as running, and trials without
+finite objectives (failed, diverged, still running) never enter a front.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,11 +17,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sweep.config import ChainConfig, load_config
+from sweep.config import ChainConfig, ConfigError, load_config
 from sweep.io import write_text
 
 OK_STATUS = ("finished", "stopped_collapsed")
 DEFAULT_OBJECTIVES = {"quality_gap": "min", "total_flops": "min"}
+REGIME_COL = "param.recursion.regime"
 
 
 @dataclass
@@ -29,207 +32,316 @@ class Sweep:
     results: pd.DataFrame
     generations: pd.DataFrame
     objectives: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_OBJECTIVES))
+    tolerance: float = 0.1
 
     @property
-    def tolerance(self) -> float:
-        return float(self.config.collapse.tolerance)
+    def name(self) -> str:
+        return self.run_dir.name
 
     @property
     def params(self) -> list[str]:
         return [c for c in self.results.columns if c.startswith("param.")]
 
 
+# --------------------------------------------------------------------------- loading
 def load_sweep(run_dir: str | Path) -> Sweep:
+    """The sweep in ``run_dir``; files still missing (a sweep that just started) read as empty."""
     run_dir = Path(run_dir)
+    if not (run_dir / "sweep.yaml").is_file():
+        raise ConfigError(f"RUN_DIR: {run_dir} is not a sweep directory (no sweep.yaml)")
     config = load_config(run_dir / "sweep.yaml")
-    path = run_dir / "results.parquet"
-    results = pd.read_parquet(path) if path.is_file() else pd.DataFrame()
-    results = _with_feasibility(results, config.collapse.tolerance)
-    frames = []
-    for gen_file in sorted((run_dir / "trials").glob("*/generations.parquet")):
-        df = pd.read_parquet(gen_file)
-        df.insert(0, "trial_id", gen_file.parent.name)
-        frames.append(df)
-    generations = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    tolerance = float(config.collapse.tolerance)
     objectives = dict((config.search or {}).get("objectives") or DEFAULT_OBJECTIVES)
-    return Sweep(run_dir, config, results, generations, objectives)
+    results = _read_parquet(run_dir / "results.parquet")
+    generations = _read_generations(run_dir / "trials")
+    results = _with_running_trials(results, run_dir / "trials", generations, config)
+    results = _normalised(results, tolerance, objectives)
+    return Sweep(run_dir, config, results, generations, objectives, tolerance)
 
 
-def _with_feasibility(df: pd.DataFrame, tolerance: float) -> pd.DataFrame:
-    """Fill `feasible` / `collapsed` where a partial table lacks them."""
+def _read_parquet(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        return pd.DataFrame()
+    try:
+        return pd.read_parquet(path)
+    except Exception as exc:  # noqa: BLE001 - a foreign or truncated file must not stop analysis
+        warnings.warn(f"{path}: unreadable ({exc}); treated as missing", stacklevel=3)
+        return pd.DataFrame()
+
+
+def _read_generations(trials_dir: Path) -> pd.DataFrame:
+    frames = []
+    for path in sorted(trials_dir.glob("*/generations.parquet")):
+        df = _read_parquet(path)
+        if not df.empty:
+            frames.append(df.assign(trial_id=path.parent.name))
+    if not frames:
+        return pd.DataFrame(columns=["trial_id", "generation"])
+    df = pd.concat(frames, ignore_index=True)
+    return df[["trial_id", *[c for c in df.columns if c != "trial_id"]]]
+
+
+def _with_running_trials(results: pd.DataFrame, trials_dir: Path, generations: pd.DataFrame,
+                         config: ChainConfig) -> pd.DataFrame:
+    """Trial directories that have no results row yet are trials still running."""
+    known = set(results["trial_id"].astype(str)) if "trial_id" in results else set()
+    space = list((config.search or {}).get("space") or {})
+    rows = []
+    for tdir in sorted(p for p in trials_dir.glob("*") if p.is_dir()):
+        if tdir.name in known:
+            continue
+        row: dict[str, Any] = {"trial_id": tdir.name, "status": "running",
+                               "quality_gap": np.nan, "total_flops": np.nan}
+        gens = generations[generations["trial_id"] == tdir.name] if not generations.empty else None
+        if gens is not None and len(gens):
+            row["generations_run"] = int(gens["generation"].max())
+        row.update(_trial_params(tdir / "config.yaml", space))
+        rows.append(row)
+    if not rows:
+        return results
+    extra = pd.DataFrame(rows)
+    return extra if results.empty else pd.concat([results, extra], ignore_index=True)
+
+
+def _trial_params(path: Path, space: list[str]) -> dict[str, Any]:
+    if not path.is_file() or not space:
+        return {}
+    try:
+        tree = load_config(path).model_dump(mode="json")
+    except Exception:  # noqa: BLE001 - a half-written trial config only loses its params
+        return {}
+    out = {}
+    for dotted in space:
+        node: Any = tree
+        for key in dotted.split("."):
+            node = node.get(key) if isinstance(node, dict) else None
+        out[f"param.{dotted}"] = node
+    return out
+
+
+def _normalised(df: pd.DataFrame, tolerance: float, objectives: dict[str, str]) -> pd.DataFrame:
+    """Every column analysis relies on exists, with a safe dtype (partial tables lack some)."""
     df = df.copy()
-    if df.empty:
-        return df
-    gap = pd.to_numeric(df.get("quality_gap"), errors="coerce")
+    for col in ("quality_gap", "total_flops", *objectives):
+        df[col] = pd.to_numeric(df[col], errors="coerce").astype(float) if col in df else np.nan
+    if "trial_id" not in df:
+        df["trial_id"] = [f"row{i}" for i in range(len(df))]
+    df["trial_id"] = df["trial_id"].astype(str)
+    if "status" not in df:
+        df["status"] = np.where(np.isfinite(df["quality_gap"]), "finished", "running")
+    df["status"] = df["status"].fillna("running").astype(str)
+    gap_ok = df["quality_gap"] <= tolerance
     if "collapsed" not in df:
-        df["collapsed"] = ~(gap <= tolerance)
+        df["collapsed"] = ~gap_ok
+    df["collapsed"] = df["collapsed"].astype("boolean").fillna(~gap_ok).astype(bool)
     if "feasible" not in df:
-        status_ok = df["status"].isin(OK_STATUS) if "status" in df else True
-        df["feasible"] = status_ok & (gap <= tolerance)
-    df["feasible"] = df["feasible"].fillna(False).astype(bool)
+        df["feasible"] = df["status"].isin(OK_STATUS) & ~df["collapsed"]
+    df["feasible"] = df["feasible"].astype("boolean").fillna(False).astype(bool)
+    if "number" not in df:
+        df["number"] = np.arange(len(df))
     return df
 
 
+# --------------------------------------------------------------------------- selection
 def _complete(df: pd.DataFrame, objectives: dict[str, str]) -> pd.DataFrame:
     """Trials with a usable result: ok status and finite values of every objective."""
     if df.empty:
         return df
     mask = df["status"].isin(OK_STATUS) if "status" in df else pd.Series(True, index=df.index)
     for name in objectives:
-        vals = pd.to_numeric(df.get(name), errors="coerce")
-        mask &= np.isfinite(vals.astype(float))
+        if name not in df:
+            raise KeyError(f"objective {name!r} is not a column of the results "
+                           f"(columns: {', '.join(map(str, df.columns))})")
+        vals = pd.to_numeric(df[name], errors="coerce").astype(float)
+        mask &= np.isfinite(vals)
     return df[mask]
+
+
+def _feasible(df: pd.DataFrame) -> pd.Series:
+    if "feasible" in df:
+        return df["feasible"].fillna(False).astype(bool)
+    if "collapsed" in df:
+        return ~df["collapsed"].fillna(True).astype(bool)
+    raise KeyError("results need a `feasible` or `collapsed` column to tell collapse apart")
 
 
 def pareto_front(df: pd.DataFrame, objectives: dict[str, str] | None = None, *,
                  feasible_only: bool = True) -> pd.DataFrame:
-    """Non-dominated trials (ties: identical objective vectors are all on the front)."""
-    objectives = objectives or DEFAULT_OBJECTIVES
+    """Non-dominated trials, sorted by the objectives.
+
+    Ties: identical objective vectors never dominate each other, so all are on the front.
+    Failed, diverged and running trials and NaN/inf objectives are never on it.
+    """
+    objectives = dict(objectives or DEFAULT_OBJECTIVES)
+    bad = {k: v for k, v in objectives.items() if v not in ("min", "max")}
+    if bad:
+        raise ValueError(f"objectives: directions must be 'min' or 'max', got {bad}")
     pool = _complete(df, objectives)
-    if feasible_only and "feasible" in pool:
-        pool = pool[pool["feasible"]]
+    if feasible_only and not pool.empty:
+        pool = pool[_feasible(pool)]
     if pool.empty:
         return pool
     signs = np.array([1.0 if mode == "min" else -1.0 for mode in objectives.values()])
-    values = pool[list(objectives)].to_numpy(dtype=float) * signs  # minimise all
-    dominated = np.zeros(len(values), dtype=bool)
-    for i, v in enumerate(values):
-        better_eq = np.all(values <= v, axis=1)
-        strictly = np.any(values < v, axis=1)
-        dominated[i] = bool(np.any(better_eq & strictly))
-    front = pool[~dominated]
-    return front.sort_values(list(objectives), kind="stable")
+    values = pool[list(objectives)].to_numpy(dtype=float) * signs  # minimise every column
+    # i is dominated when some j is <= everywhere and < somewhere (pairwise, n^2 is fine here).
+    le = np.all(values[None, :, :] <= values[:, None, :], axis=2)
+    lt = np.any(values[None, :, :] < values[:, None, :], axis=2)
+    front = pool[~np.any(le & lt, axis=1)]
+    keys = list(objectives) + (["number"] if "number" in front else [])
+    ascending = [m == "min" for m in objectives.values()] + ([True] if "number" in front else [])
+    return front.sort_values(keys, ascending=ascending, kind="stable")
 
 
 def cheapest_feasible(df: pd.DataFrame) -> pd.Series | None:
     """Lowest total_flops among feasible trials; ties: lower gap, then lower trial number."""
-    pool = _complete(df, {"quality_gap": "min", "total_flops": "min"})
-    if "feasible" in pool:
-        pool = pool[pool["feasible"]]
+    pool = _complete(df, DEFAULT_OBJECTIVES)
+    if not pool.empty:
+        pool = pool[_feasible(pool)]
     if pool.empty:
         return None
     order = ["total_flops", "quality_gap"] + (["number"] if "number" in pool else [])
     return pool.sort_values(order, kind="stable").iloc[0]
 
 
-def best_per_regime(df: pd.DataFrame, base_regime: str) -> dict[str, dict[str, Any]]:
-    """Per regime: the cheapest feasible trial, else the lowest-gap one (flagged)."""
-    pool = _complete(df, {"quality_gap": "min", "total_flops": "min"})
+def best_per_regime(df: pd.DataFrame, base_regime: str = "replace") -> dict[str, dict[str, Any]]:
+    """Per regime: the cheapest feasible trial, else the lowest-gap one (``feasible: False``).
+
+    The regime is ``param.recursion.regime`` when searched, else ``base_regime``.
+    """
+    pool = _complete(df, DEFAULT_OBJECTIVES)
     if pool.empty:
         return {}
-    regimes = pool["param.recursion.regime"] if "param.recursion.regime" in pool else \
+    regimes = pool[REGIME_COL].astype(str) if REGIME_COL in pool else \
         pd.Series(base_regime, index=pool.index)
     out = {}
     for regime, group in pool.groupby(regimes, sort=True):
         best = cheapest_feasible(group)
         feasible = best is not None
         if best is None:
-            best = group.sort_values("quality_gap", kind="stable").iloc[0]
-        out[str(regime)] = {**_trial_summary(best), "feasible": feasible}
+            order = ["quality_gap", "total_flops"] + (["number"] if "number" in group else [])
+            best = group.sort_values(order, kind="stable").iloc[0]
+        out[str(regime)] = {**trial_summary(best), "feasible": feasible}
     return out
 
 
-def param_importance(sweep: Sweep, objective: str = "quality_gap") -> dict[str, float]:
-    """Optuna's importance evaluator (fANOVA-style random forest) over the searched params."""
-    import optuna
+# --------------------------------------------------------------------------- importance
+def param_importance(source: Any, objective: str = "quality_gap") -> dict[str, float]:
+    """Importance of each searched parameter for ``objective``; see ``sweep.importance``."""
+    from sweep.importance import param_importance as importance
 
-    pool = _complete(sweep.results, sweep.objectives)
-    params = sweep.params
-    if len(pool) < 4 or not params:
-        return {}
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="minimize")
-    dists = _distributions(sweep.results, params)
-    for _, row in pool.iterrows():
-        values = {p[len("param."):]: _native(row[p]) for p in params if pd.notna(row[p])}
-        if len(values) != len(params):
-            continue
-        study.add_trial(optuna.trial.create_trial(
-            params=values, distributions={p[len("param."):]: dists[p] for p in params},
-            value=float(row[objective])))
-    if len(study.trials) < 4:
-        return {}
-    try:
-        imp = optuna.importance.get_param_importances(
-            study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
-    except (RuntimeError, ValueError):
-        return {}
-    return {k: float(v) for k, v in imp.items()}
+    return importance(source, objective)
 
 
-def _distributions(df: pd.DataFrame, params: list[str]) -> dict[str, Any]:
-    import optuna.distributions as d
-
-    out = {}
-    for p in params:
-        col = df[p].dropna()
-        if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
-            lo, hi = float(col.min()), float(col.max())
-            if pd.api.types.is_integer_dtype(col):
-                out[p] = d.IntDistribution(int(lo), int(max(hi, lo + 1)))
-            else:
-                out[p] = d.FloatDistribution(lo, hi if hi > lo else lo + 1e-12)
-        else:
-            out[p] = d.CategoricalDistribution(sorted({_native(v) for v in col}, key=str))
-    return out
-
-
+# --------------------------------------------------------------------------- summaries
 def _native(v: Any) -> Any:
     return v.item() if hasattr(v, "item") else v
 
 
-def _trial_summary(row: pd.Series) -> dict[str, Any]:
-    keys = ["trial_id", "number", "quality_gap", "total_flops", "status"]
+def short_names(paths: list[str]) -> dict[str, str]:
+    """`recursion.real_fraction` -> `real_fraction`, unless two paths share that last part."""
+    last = [p.rsplit(".", 1)[-1] for p in paths]
+    return {p: (s if last.count(s) == 1 else p) for p, s in zip(paths, last, strict=True)}
+
+
+def trial_summary(row: pd.Series) -> dict[str, Any]:
+    keys = ["trial_id", "number", "status", "quality_gap", "total_flops", "collapsed"]
     out = {k: _native(row[k]) for k in keys if k in row}
-    out["params"] = {k[len("param."):]: _native(v) for k, v in row.items() if k.startswith("param.")}
+    out["params"] = {k[len("param."):]: _native(v) for k, v in row.items()
+                     if str(k).startswith("param.") and not _isnan(v)}
     return out
 
 
-def describe(best: dict[str, Any], tolerance: float) -> str:
-    params = ", ".join(f"{k}={_fmt_value(v)}" for k, v in best["params"].items())
-    return (f"{params or 'the base config'} does not collapse (gap {best['quality_gap']:+.3g} "
-            f"<= {tolerance:g}) at {best['total_flops']:.3g} FLOPs (trial {best.get('trial_id')})")
+def _isnan(v: Any) -> bool:
+    return isinstance(v, float) and math.isnan(v)
 
 
-def _fmt_value(v: Any) -> str:
+def fmt_flops(x: float | None) -> str:
+    """1.2e9 style (compact, no '+' or leading zeros in the exponent)."""
+    if x is None or not math.isfinite(x):
+        return "n/a"
+    if x == 0:
+        return "0"
+    mantissa, exp = f"{x:.1e}".split("e")
+    return f"{mantissa}e{int(exp)}"
+
+
+def fmt_gap(x: float | None) -> str:
+    if x is None or not math.isfinite(x):
+        return "n/a"
+    return f"{x:.2f}" if abs(x) >= 0.01 or x == 0 else f"{x:.2g}"
+
+
+def fmt_value(v: Any) -> str:
     return f"{v:.3g}" if isinstance(v, float) else str(v)
 
 
-def summarize(sweep: Sweep) -> dict[str, Any]:
-    df = sweep.results
-    counts = df["status"].value_counts().to_dict() if "status" in df else {}
-    front = pareto_front(df, sweep.objectives)
-    best = cheapest_feasible(df)
-    cheapest = _trial_summary(best) if best is not None else None
+def describe(best: dict[str, Any], tolerance: float) -> str:
+    """In words: 'regime=accumulate, real_fraction=0.32 does not collapse (gap 0.03 <= 0.10) ...'."""
+    names = short_names(list(best["params"]))
+    params = ", ".join(f"{names[k]}={fmt_value(v)}" for k, v in best["params"].items())
+    return (f"{params or 'the base config'} does not collapse (gap {fmt_gap(best['quality_gap'])} "
+            f"<= {fmt_gap(tolerance)}) at {fmt_flops(best['total_flops'])} FLOPs "
+            f"(trial {best.get('trial_id')})")
+
+
+def counts(df: pd.DataFrame) -> dict[str, int]:
+    status = df["status"] if "status" in df else pd.Series(dtype=str)
     return {
-        "run_dir": str(sweep.run_dir),
-        "tolerance": sweep.tolerance,
-        "objectives": sweep.objectives,
         "trials": int(len(df)),
-        "counts": {str(k): int(v) for k, v in counts.items()},
+        "finished": int(status.isin(OK_STATUS).sum()),
+        "failed": int((~status.isin([*OK_STATUS, "running"])).sum()),
+        "running": int((status == "running").sum()),
         "feasible": int(df["feasible"].sum()) if "feasible" in df else 0,
-        "cheapest_feasible": cheapest,
-        "cheapest_feasible_text": describe(cheapest, sweep.tolerance) if cheapest else None,
-        "pareto_front": [_trial_summary(r) for _, r in front.iterrows()],
-        "best_per_regime": best_per_regime(df, sweep.config.recursion.regime),
-        "importance": {obj: param_importance(sweep, obj) for obj in sweep.objectives},
+        "collapsed": int((status.isin(OK_STATUS) & df.get("collapsed", False)).sum()),
+        "by_status": {str(k): int(v) for k, v in status.value_counts().sort_index().items()},
     }
 
 
-def analyze(run_dir: str | Path, *, console=None) -> dict[str, Any]:
-    """Print the analysis with rich and write RUN_DIR/analysis.json (atomically)."""
+def summarize(sweep: Sweep) -> dict[str, Any]:
+    from sweep.importance import importance_with_source
+
+    df = sweep.results
+    front = pareto_front(df, sweep.objectives)
+    importance, source = {}, "results.parquet"
+    for obj in sweep.objectives:
+        importance[obj], source = importance_with_source(sweep, obj)
+    best = cheapest_feasible(df)
+    cheapest = trial_summary(best) if best is not None else None
+    return {
+        "run_dir": str(sweep.run_dir),
+        "name": sweep.name,
+        "tolerance": sweep.tolerance,
+        "collapse_metric": sweep.config.collapse.metric,
+        "objectives": sweep.objectives,
+        "counts": counts(df),
+        "cheapest_feasible": cheapest,
+        "cheapest_feasible_text": describe(cheapest, sweep.tolerance) if cheapest else None,
+        "pareto_front": [trial_summary(r) for _, r in front.iterrows()],
+        "best_per_regime": best_per_regime(df, sweep.config.recursion.regime),
+        "importance": importance,
+        "importance_source": source,
+    }
+
+
+def _jsonable(o: Any) -> Any:
+    """Strict JSON: NaN/inf become null, numpy scalars plain numbers."""
+    if isinstance(o, dict):
+        return {str(k): _jsonable(v) for k, v in o.items()}
+    if isinstance(o, list | tuple):
+        return [_jsonable(v) for v in o]
+    o = _native(o)
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    if o is None or isinstance(o, bool | int | float | str):
+        return o
+    return str(o)
+
+
+def analyze(run_dir: str | Path, *, console: Any = None) -> dict[str, Any]:
+    """Print the analysis with rich and write RUN_DIR/analysis.json (atomically); return it."""
     from sweep.analysis_view import print_analysis
 
-    sweep = load_sweep(run_dir)
-    summary = summarize(sweep)
-    write_text(Path(run_dir) / "analysis.json", json.dumps(summary, indent=2, default=_json_default))
+    summary = _jsonable(summarize(load_sweep(run_dir)))
+    write_text(Path(run_dir) / "analysis.json", json.dumps(summary, indent=2, allow_nan=False))
     print_analysis(summary, console=console)
     return summary
-
-
-def _json_default(o: Any) -> Any:
-    if hasattr(o, "item"):
-        return o.item()
-    if isinstance(o, float) and math.isnan(o):
-        return None
-    return str(o)

@@ -1,0 +1,89 @@
+"""Smoke tests of the benchmarks: every piece's quick run returns well-formed records.
+
+No timing is asserted (the numbers depend on the machine and its load); only the shape of
+the records and the writers. The Ray sweep piece starts its own Ray, so it is slow.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+# benchmarks/ is not an installed package (pyproject installs sweep* and models*).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import common  # noqa: E402
+from benchmarks.run_all import PIECES, main  # noqa: E402
+
+
+def _check(records: list[dict]) -> None:
+    assert records, "a piece must return at least one record"
+    common.check_records(records)
+    names = [r["name"] for r in records]
+    assert len(names) == len(set(names)), "record names must be unique within a piece"
+    for r in records:
+        if isinstance(r["value"], float):
+            assert math.isfinite(r["value"])
+        assert isinstance(r["unit"], str)
+
+
+@pytest.mark.parametrize("name", ["search_efficiency", "cost_growth", "sharing"])
+def test_piece_quick_records(name: str) -> None:
+    import importlib
+
+    module = importlib.import_module(f"benchmarks.{name}")
+    _check(module.run(True))
+    assert getattr(module, "METHOD", "").strip()
+
+
+@pytest.mark.slow
+def test_sweep_overhead_quick_records() -> None:
+    from benchmarks import sweep_overhead
+
+    records = sweep_overhead.run(True)
+    _check(records)
+    failed = next(r for r in records if r["name"] == "failed trials")
+    assert failed["value"] == 0
+
+
+def test_check_records_rejects_malformed() -> None:
+    with pytest.raises(ValueError):
+        common.check_records([{"name": "x", "value": 1.0, "unit": "s", "target": None}])
+    with pytest.raises(ValueError):
+        common.check_records([{"name": "x", "value": 1.0, "unit": "s", "target": None, "met": True}])
+    common.check_records([common.record("x", float("nan"), "s")])  # NaN becomes null
+
+
+def test_writers_merge_previous_pieces(tmp_path) -> None:
+    machine = common.machine_info(["bench"])
+    assert machine["cores"] and machine["versions"]["numpy"]
+    first = {"a": {"records": [common.record("ra", 1.0, "s", target="<= 2", met=True)]},
+             "b": {"records": [common.record("rb", 2.0, "s")]}}
+    json_path, md_path = tmp_path / "results.json", tmp_path / "RESULTS.md"
+    common.write_results(first, machine=machine, order=["a", "b"], json_path=json_path,
+                         md_path=md_path)
+    again = {"b": {"records": [common.record("rb", 3.0, "s", target=">= 4", met=False)]}}
+    pieces = common.merge(common.load_previous(json_path), again)
+    common.write_results(pieces, machine=machine, order=["a", "b"], json_path=json_path,
+                         md_path=md_path)
+    data = json.loads(json_path.read_text())
+    assert [(r["piece"], r["name"], r["value"]) for r in data["results"]] == [
+        ("a", "ra", 1.0), ("b", "rb", 3.0)]
+    assert set(data["machine"]) >= {"cpu", "cores", "ram_gib", "python", "versions", "command"}
+    md = md_path.read_text()
+    assert "| a | ra | 1 | s | <= 2 | ✓ |" in md and "| b | rb | 3 | s | >= 4 | ✗ |" in md
+
+
+def test_run_all_only_quick(tmp_path) -> None:
+    assert main(["--quick", "--only", "search_efficiency", "--out", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert data["machine"]["pieces_run"] == ["search_efficiency"]
+    assert {r["piece"] for r in data["results"]} == {"search_efficiency"}
+    assert "## search_efficiency" in (tmp_path / "RESULTS.md").read_text()
+    with pytest.raises(SystemExit):
+        main(["--only", "nope"])
+    assert "sweep_overhead" in PIECES
