@@ -21,6 +21,14 @@ def cfg(**sections):
     return load_config(sections)
 
 
+def record_fits(chain: Chain) -> list[np.ndarray]:
+    """Make the chain's model keep a copy of every training set it is fit on."""
+    seen: list[np.ndarray] = []
+    orig_fit = chain.model.fit
+    chain.model.fit = lambda data, rng: (seen.append(data.copy()), orig_fit(data, rng))[1]
+    return seen
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_rows_columns_and_generation_zero_on_real_data(family):
     df = run_chain(cfg(model={"family": family}, recursion={"generations": 3}))
@@ -48,9 +56,7 @@ def test_training_set_sizes_per_regime(regime, sizes):
 def test_accumulate_trains_on_real_plus_every_batch():
     config = cfg(recursion={"generations": 2, "regime": "accumulate"})
     chain = Chain(config)
-    seen = []
-    orig_fit = chain.model.fit
-    chain.model.fit = lambda data, rng: (seen.append(data.copy()), orig_fit(data, rng))[1]
+    seen = record_fits(chain)
     while not chain.done:
         chain.step()
     # D_0 is the first block of every later training set, and D_1 is a prefix of D_2.
@@ -61,9 +67,7 @@ def test_accumulate_trains_on_real_plus_every_batch():
 def test_subsample_draws_from_union_without_replacement():
     config = cfg(recursion={"generations": 3, "regime": "accumulate-subsample"})
     chain = Chain(config)
-    seen = []
-    orig_fit = chain.model.fit
-    chain.model.fit = lambda data, rng: (seen.append(data.copy()), orig_fit(data, rng))[1]
+    seen = record_fits(chain)
     while not chain.done:
         chain.step()
     union = chain.pool.view()
@@ -76,9 +80,7 @@ def test_subsample_draws_from_union_without_replacement():
 def test_real_fraction_puts_real_examples_in_each_batch():
     config = cfg(recursion={"generations": 1, "real_fraction": 0.3, "regime": "replace"})
     chain = Chain(config)
-    seen = []
-    orig_fit = chain.model.fit
-    chain.model.fit = lambda data, rng: (seen.append(data.copy()), orig_fit(data, rng))[1]
+    seen = record_fits(chain)
     chain.step()
     chain.step()
     real = chain.problem.real_train
@@ -91,9 +93,7 @@ def test_real_fraction_puts_real_examples_in_each_batch():
 def test_fresh_real_source_draws_new_examples():
     config = cfg(recursion={"generations": 1, "real_fraction": 0.5, "real_source": "fresh"})
     chain = Chain(config)
-    seen = []
-    orig_fit = chain.model.fit
-    chain.model.fit = lambda data, rng: (seen.append(data.copy()), orig_fit(data, rng))[1]
+    seen = record_fits(chain)
     chain.step()
     chain.step()
     assert not np.isin(seen[1][:50], chain.problem.real_train).any()
