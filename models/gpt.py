@@ -24,8 +24,8 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 from models.base import check_items
-
-EOS = 0
+from models.tokens import EOS, item_size  # noqa: F401 - item_size re-exported
+from models.tokens import counted_mask as _np_counted_mask
 
 #: Named sizes (n_layer, n_head, n_embd), roughly log-spaced in non-embedding params
 #: (12 * n_layer * n_embd^2): xs ~55k, s ~0.33M, m ~1.8M, l ~7.4M, xl ~19M.
@@ -162,17 +162,11 @@ class GPT(nn.Module):
 
 # --------------------------------------------------------------------------- token helpers
 def counted_mask(tokens: np.ndarray | torch.Tensor) -> Any:
-    """True at tokens up to and including each row's first EOS (the rest is padding)."""
+    """True at tokens up to and including each row's first EOS (tensors too)."""
     if isinstance(tokens, torch.Tensor):
         eos_before = torch.cumsum((tokens == EOS).int(), dim=1) - (tokens == EOS).int()
         return eos_before == 0
-    is_eos = tokens == EOS
-    return (np.cumsum(is_eos, axis=1) - is_eos) == 0
-
-
-def item_size(tokens: np.ndarray) -> np.ndarray:
-    """Counted tokens per row: the length up to and including the first EOS."""
-    return counted_mask(np.asarray(tokens)).sum(axis=1)
+    return _np_counted_mask(tokens)
 
 
 def token_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

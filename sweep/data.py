@@ -16,19 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-EOS = 0
+from models.tokens import EOS, counted_mask, item_size  # noqa: F401 - re-exported
+
 BUILTIN_DIR = Path(__file__).parent / "corpus"
-
-
-def counted_mask(tokens: np.ndarray) -> np.ndarray:
-    """True at tokens up to and including each row's first EOS (the rest is padding)."""
-    is_eos = tokens == EOS
-    return (np.cumsum(is_eos, axis=1) - is_eos) == 0
-
-
-def item_size(tokens: np.ndarray) -> np.ndarray:
-    """Counted tokens per row: the length up to and including the first EOS."""
-    return counted_mask(np.asarray(tokens)).sum(axis=1)
 
 
 # --------------------------------------------------------------------------- truth language
