@@ -31,6 +31,17 @@ from sweep.space import trial_config
 Report = Callable[[dict[str, Any], Path | None], None]
 
 OK_STATUSES = ("finished", "stopped_collapsed")
+#: Intermediate results go to Tune at most this often (the final one always): every report is
+#: a round trip through the driver, which shares the CPUs with the trials on a small machine.
+REPORT_EVERY_S = 2.0
+#: A checkpoint is handed to Tune (which copies it into its storage) at most this often. The
+#: trial's own checkpoint, RUN_DIR/trials/<id>/ckpt, is written after every generation and is
+#: what a restarted trial resumes from (RUN_DIR is local or shared storage); Tune's copy is a
+#: second line for long trials.
+TUNE_CHECKPOINT_EVERY_S = 60.0
+#: trials/<id>/generations.parquet is rewritten at most this often while a chain runs, and
+#: at its end (the checkpoint holds the same rows; TensorBoard shows them live).
+PARQUET_EVERY_S = 10.0
 #: A duplicate trial waits this long without progress of the owning chain before taking over.
 OWNER_STALL_S = 120.0
 #: Tests only: a file with a generation number; the trial SIGKILLs itself once after it.
@@ -157,12 +168,27 @@ def run_trial(run_dir: Path, params: dict[str, Any], *, trial_id: str, number: i
     kill_at = _test_kill_generation(run_dir, key)
     fail = _test_fail(run_dir, params)
     started = time.perf_counter()
+    last = {"report": started, "tune_ckpt": started, "parquet": started}
+
+    def due(what: str, every: float) -> bool:
+        now = time.perf_counter()
+        if now - last[what] >= every:
+            last[what] = now
+            return True
+        return False
+
+    def write_frame() -> None:
+        frame = chain.frame()
+        frame.insert(0, "seed", config.seed)
+        write_parquet(frame, tdir / "generations.parquet")
 
     def finish(record: dict[str, Any]) -> dict[str, Any]:
         elapsed = seconds + time.perf_counter() - started
         record.update(key=key, trial_id=tdir.name, number=number, params=params,
                       seed=config.seed, node=node, seconds=elapsed,
                       shared_model0=shared_model0, model0_key=model0_key(config))
+        if chain.rows:
+            write_frame()
         ledger.append("done", **record)  # durable before Tune (and Optuna) hear of it
         return record
 
@@ -178,18 +204,22 @@ def run_trial(run_dir: Path, params: dict[str, Any], *, trial_id: str, number: i
             break
         if chain.generation == 1 and not shared_model0 and load_checkpoint(cache) is None:
             save_checkpoint(cache, {"model0": chain.model0_state})
-        frame = chain.frame()
-        frame.insert(0, "seed", config.seed)
-        write_parquet(frame, tdir / "generations.parquet")
         payload = {**chain.state_dict(), "shared_model0": shared_model0,
                    "sweep_seconds": seconds + time.perf_counter() - started}
-        save_checkpoint(own_ckpt, payload)
+        save_checkpoint(own_ckpt, payload)  # a killed trial loses at most the next generation
         record = _final_record(chain, objectives=objectives)
         if chain.done:
             record = finish(record)
-        with tempfile.TemporaryDirectory() as tmp:
-            save_checkpoint(tmp, payload)
-            report(_metrics(record, done=chain.done, generation=chain.generation - 1), Path(tmp))
+        elif due("parquet", PARQUET_EVERY_S):
+            write_frame()
+        if chain.done or due("report", REPORT_EVERY_S):
+            metrics = _metrics(record, done=chain.done, generation=chain.generation - 1)
+            if not chain.done and due("tune_ckpt", TUNE_CHECKPOINT_EVERY_S):
+                with tempfile.TemporaryDirectory() as tmp:
+                    save_checkpoint(tmp, payload)
+                    report(metrics, Path(tmp))
+            else:
+                report(metrics, None)
         if kill_at is not None and chain.generation - 1 == kill_at and not chain.done:
             _kill_self_once(run_dir, key)
     if "key" not in record:  # restored a finished chain whose end was not recorded yet

@@ -2,7 +2,7 @@
 
 ``run_sweep(config)`` searches ``config.search.space`` with a multi-objective Optuna
 sampler; each trial is one chain (``sweep.trial.run_trial``) run by a Tune function
-trainable that reports and checkpoints once per generation. The study lives in
+trainable that checkpoints every generation and reports at most every 2 s. The study lives in
 ``RUN_DIR/optuna.db`` (study name = run name); the ledger (``sweep.ledger``) makes a
 resumed sweep run every trial exactly once.
 
@@ -30,6 +30,11 @@ from sweep.trial import run_trial
 TUNE_DIR = "tune"  # Tune's experiment state: RUN_DIR/tune
 FIRST_NUMBER_FILE = "first_trial_number"  # the study's first trial of this sweep
 PRUNE_AFTER_S = 30.0  # a finished trial's Tune checkpoints are deleted after this long
+# results.parquet, summary.json and the sweep's TensorBoard board (a matplotlib Pareto plot)
+# are redrawn at most this often while trials finish, and at the end: the driver shares the
+# CPUs with the trials, and redrawing after every short trial cost more than the trial.
+REFRESH_EVERY_S = 5.0
+BOARD_EVERY_S = 30.0  # the Pareto image in RUN_DIR/tb: ~0.5 s of driver CPU per drawing
 # Tune saves its experiment state every ~10 s by default; the ledger covers the gap, and a
 # 1 s period keeps the number of trials to reconcile after a crash small.
 _DRIVER_ENV = {"TUNE_GLOBAL_CHECKPOINT_S": "1", "RAY_AIR_NEW_OUTPUT": "0",
@@ -145,11 +150,16 @@ def _sampler(spec: SearchSpec, seed: int) -> Any:
     if spec.sampler == "grid":
         return s.GridSampler(spec.grid_values(), seed=seed)
     if spec.sampler == "tpe":
-        return s.TPESampler(seed=seed, multivariate=True, n_startup_trials=min(10, spec.trials // 3 + 1))
+        # constant_liar: trials still running count as bad guesses, so that parallel
+        # workers do not all get the same suggestion.
+        return s.TPESampler(seed=seed, multivariate=True, constant_liar=True,
+                            n_startup_trials=min(10, spec.trials // 3 + 1))
     if spec.sampler == "gp":
         return s.GPSampler(seed=seed, n_startup_trials=min(10, spec.trials // 3 + 1))
     if spec.sampler == "random":
         return s.RandomSampler(seed=seed)
+    if spec.sampler != "nsga2":
+        raise ConfigError(f"search.sampler: unknown sampler {spec.sampler!r}")
     return s.NSGAIISampler(seed=seed, population_size=max(4, min(50, spec.trials // 4)))
 
 
@@ -183,6 +193,8 @@ def _callback_class() -> type:
 
         def setup(self, **info: Any) -> None:
             self._done_dirs: list[tuple[float, str | None]] = []
+            self._stale = False  # trials finished since results.parquet was last written
+            self._refreshed = self._drawn = 0.0
             self._live = None
             self._board = None
             self._last = 0.0
@@ -206,10 +218,16 @@ def _callback_class() -> type:
 
         def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             self._done_dirs.append((time.time(), trial.path))
-            self._refresh_results(trials)
+            self._stale = True
+            self._maybe_refresh(trials)
 
         def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
             self._prune(older_than=PRUNE_AFTER_S)
+            self._maybe_refresh(trials)
+
+        def _maybe_refresh(self, trials: list) -> None:
+            if self._stale and time.time() - self._refreshed >= REFRESH_EVERY_S:
+                self._refresh_results(trials)
 
         def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             params = {k: v for k, v in trial.config.items() if not k.startswith("__")}
@@ -220,7 +238,8 @@ def _callback_class() -> type:
             Ledger(_driver()["run_dir"]).append(
                 "error", key=key, trial_id=trial.trial_id, params=params,
                 number=int(trial.config.get("__number", -1)), error=str(trial.error_file or ""))
-            self._refresh_results(trials)
+            self._stale = True
+            self._maybe_refresh(trials)
 
         def _prune(self, *, older_than: float) -> None:
             # Tune keeps every checkpoint while a trial runs: its saved experiment state (a
@@ -239,15 +258,17 @@ def _callback_class() -> type:
 
         def on_experiment_end(self, trials: list, **info: Any) -> None:
             self._prune(older_than=0.0)
-            self._refresh_results(trials)
+            self._refresh_results(trials, final=True)
             if self._live is not None:
                 self._live.stop()
             if self._board is not None:
                 self._board.close()
 
-        def _refresh_results(self, trials: list) -> None:
+        def _refresh_results(self, trials: list, *, final: bool = False) -> None:
+            self._stale, self._refreshed = False, time.time()
             df = _write_results()
-            if self._board is not None:
+            if self._board is not None and (final or time.time() - self._drawn >= BOARD_EVERY_S):
+                self._drawn = time.time()
                 try:
                     self._board.update(df)
                 except Exception as exc:  # noqa: BLE001 - a plot must not stop a sweep

@@ -19,6 +19,7 @@ import pytest
 from sweep.config import load_config
 from sweep.logging import (
     GAP_TAG,
+    HIST_MAX_VALUES,
     HIST_TAG,
     SAMPLES_TAG,
     ChainLogger,
@@ -190,6 +191,17 @@ def test_nan_skipped_unknown_columns_under_other_and_resume_keeps_the_gap(tmp_pa
     assert acc.Histograms(HIST_TAG)[0].histogram_value.num == 2  # -inf dropped
     assert list(texts(acc, "config/hparams")) == [0]  # hyperparameters once, not per resume
     assert len(acc.Tensors("config/hparams/text_summary")) == 1
+
+
+def test_histogram_of_a_large_test_set_is_an_even_subsample(tmp_path):
+    config = load_config({"recursion": {"generations": 1}})
+    lp = -np.linspace(0.0, 10.0, 10 * HIST_MAX_VALUES + 7)  # mean -5, evenly spread
+    with ChainLogger(tmp_path, config=config, params={}) as logger:
+        logger.log_generation({"generation": 0, "real_nll": 5.0}, {"test_log_prob": lp})
+    v = read_events(tmp_path).Histograms(HIST_TAG)[0].histogram_value
+    assert HIST_MAX_VALUES // 2 < v.num <= HIST_MAX_VALUES
+    assert v.max == 0.0 and -10.0 <= v.min < -9.99  # both ends of the range are kept
+    assert v.sum / v.num == pytest.approx(-5.0, abs=1e-3)
 
 
 def test_lm_samples_as_text(tmp_path):

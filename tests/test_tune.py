@@ -327,8 +327,11 @@ def _run_dir_with(tmp_path: Path, cfg) -> Path:
     return run_dir
 
 
-def test_ledger_returns_done_trial_without_running_it(tmp_path):
+def test_ledger_returns_done_trial_without_running_it(tmp_path, monkeypatch):
+    import sweep.trial
     from sweep.trial import run_trial
+
+    monkeypatch.setattr(sweep.trial, "REPORT_EVERY_S", 0.0)  # every generation reports
 
     cfg = analytic("ledger", generations=3)
     run_dir = _run_dir_with(tmp_path, cfg)
@@ -344,6 +347,33 @@ def test_ledger_returns_done_trial_without_running_it(tmp_path):
     assert (run_dir / "trials" / "b" / "generations.parquet").is_file()  # copied for trial b
     events = [r["event"] for r in Ledger(run_dir).records()]
     assert events == ["start", "done", "reuse"]
+
+
+def test_short_trial_reports_once_but_checkpoints_every_generation(tmp_path, monkeypatch):
+    """Tune hears of a fast chain once (its end); the own checkpoint follows every generation."""
+    import sweep.trial
+    from sweep.checkpoint import load_checkpoint
+    from sweep.trial import run_trial
+
+    saved: list[int] = []
+    real_save = sweep.trial.save_checkpoint
+
+    def spy(path, payload):
+        if Path(path).name == "ckpt":
+            saved.append(int(payload["generation"]))
+        real_save(path, payload)
+
+    monkeypatch.setattr(sweep.trial, "save_checkpoint", spy)
+    cfg = analytic("cadence", generations=4)
+    run_dir = _run_dir_with(tmp_path, cfg)
+    reports: list[tuple[dict, Path | None]] = []
+    run_trial(run_dir, {"recursion.regime": "accumulate", "recursion.real_fraction": 0.5,
+                        "curation.strength": 0.0}, trial_id="a", number=0, node="n",
+              report=lambda m, c: reports.append((m, c)))
+    assert [(m["done"], c) for m, c in reports] == [(True, None)]
+    assert saved == [1, 2, 3, 4, 5]  # generation counter after each of generations 0..4
+    assert load_checkpoint(run_dir / "trials" / "a" / "ckpt")["generation"] == 5
+    assert len(pd.read_parquet(run_dir / "trials" / "a" / "generations.parquet")) == 5
 
 
 def test_restored_orphans_are_handed_out_again(tmp_path):
