@@ -353,9 +353,15 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 
 def set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
-    """Set ``tree['a']['b'] = value`` for ``dotted == 'a.b'``, creating sections as needed."""
+    """Set ``tree['a']['b'] = value`` for ``dotted == 'a.b'``, creating sections as needed.
+
+    Search-space keys are config paths themselves: ``search.space.model.size`` sets the key
+    ``'model.size'`` of ``search.space`` (the name the search errors use for it).
+    """
     node = tree
     parts = dotted.split(".")
+    if parts[:2] == ["search", "space"] and len(parts) > 3:
+        parts = [*parts[:2], ".".join(parts[2:])]
     for part in parts[:-1]:
         child = node.get(part)
         if child is None:

@@ -100,3 +100,13 @@ def test_shipped_sweep_configs_validate(name):
     spec = validate_search(load_config(ROOT / "configs" / name))
     assert spec.trials >= 16
     assert set(spec.objectives) == {"quality_gap", "total_flops"}
+
+
+def test_set_reaches_search_space_keys_with_dots():
+    cfg = load_config(ROOT / "configs" / "quick.yaml",
+                      ["search.space.model.size={choice: [xs]}", "search.space.seed={int: [0, 3]}",
+                       "search.trials=4"])
+    space = cfg.search["space"]
+    assert space["model.size"] == {"choice": ["xs"]} and space["seed"] == {"int": [0, 3]}
+    assert "model" not in space and space["recursion.regime"]  # the others are untouched
+    assert validate_search(cfg).num_trials == 4
