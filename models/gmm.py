@@ -90,9 +90,13 @@ class GaussianMixture:
                 "components_alive": float(np.count_nonzero(self.weights > 1e-3))}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"weights": self.weights.copy(), "means": self.means.copy(), "covs": self.covs.copy()}
+        # last_iters: the EM iterations of the fit that made these parameters, so that a model
+        # loaded from it (a shared generation 0) reports the same fit FLOPs.
+        return {"weights": self.weights.copy(), "means": self.means.copy(), "covs": self.covs.copy(),
+                "last_iters": self.last_iters}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.weights = np.asarray(state["weights"], float)
         self.means = np.asarray(state["means"], float)
         self.covs = np.asarray(state["covs"], float)
+        self.last_iters = int(state.get("last_iters", 0))
