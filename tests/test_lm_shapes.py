@@ -77,6 +77,27 @@ def test_maximising_the_truths_likelihood_collapses_onto_its_modes(runs):
     assert curated.sample_true_nll.iloc[-1] < runs["replace"].sample_true_nll.iloc[-1]
 
 
+def test_density_ratio_oracle_with_real_data_keeps_the_tail_and_the_quality():
+    """Half of each batch real (Ferbach's condition), the other half picked from 2x candidates
+    by p_truth / p_model (``oracle``, Gumbel sampling): what the oracle buys on truth-lm.
+
+    Recorded at generation 5, chain seeds 0 / 1 / 2 (uncurated -> oracle):
+      tail_nll          3.049 / 2.964 / 3.197  ->  2.817 / 2.844 / 2.935  (-0.23 / -0.12 / -0.26)
+      sample_true_nll   3.036 / 3.069 / 3.057  ->  2.570 / 2.927 / 2.747  (-0.47 / -0.14 / -0.31)
+      real_nll gap      6.5% / 5.8% / 5.9%     ->  5.5% / 5.0% / 7.4%     (no consistent change)
+    The thresholds are half the smallest recorded improvement. The real-NLL gap is *not*
+    lowered: sequence-level selection from a small model's samples under-represents long
+    sequences (each token risks an error), so no selection rule we tried (top, sampled,
+    pairwise, Poisson, importance resampling up to 200k candidates, grammar verifier,
+    length-stratified) beat no curation on real_nll; see notes/ORACLE_CURATION.md.
+    """
+    mixed = {"recursion": {"real_fraction": 0.5}}
+    plain = chain(**mixed)
+    oracle = chain(**mixed, curation={"scorer": "oracle", "strength": 0.5, "selection": "sample"})
+    assert oracle.tail_nll.iloc[-1] < plain.tail_nll.iloc[-1] - 0.06
+    assert oracle.sample_true_nll.iloc[-1] < plain.sample_true_nll.iloc[-1] - 0.07
+
+
 def test_gpt_chain_resumes_to_the_same_frame(tmp_path):
     config = load_config({"model": {"family": "gpt", "size": "xs", "train": {"epochs": 2}},
                           "recursion": {"generations": 3, "samples_per_generation": 200,
