@@ -22,7 +22,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from sweep.config import load_config
 from sweep.recursion import run_chains
+from sweep.theory_curves import theory_curves
 
 N = 100  # samples per generation, as in REFERENCES.md
 
@@ -67,10 +69,26 @@ def _by_gen(df: pd.DataFrame, col: str, fn: str = "mean") -> tuple[np.ndarray, n
     return s.index.to_numpy(), s.to_numpy()
 
 
-def _gauss_replace_rows(df: pd.DataFrame, seeds: int) -> list[TheoryRow]:
-    a = (N - 1) / N
-    return [TheoryRow("gaussian replace (MLE)", "E[var_g]", g, _mean_at(df, "var", g), a ** (g + 1),
-                      0.05, "relative", seeds) for g in (0, 5, 10, 20)]
+Expected = Callable[[np.ndarray], np.ndarray]
+
+
+def _expected(config: dict[str, Any]) -> Expected:
+    """The closed form for ``config``, from sweep.theory_curves (the report's overlays use
+    the same function, so a formula lives in one place)."""
+    (curve,) = theory_curves(load_config(config))
+    return curve.expected
+
+
+def _at(expect: Expected, g: int) -> float:
+    return float(np.asarray(expect(np.array([g])), dtype=float)[0])
+
+
+def _gauss_replace_rows(expect: Expected) -> Callable[[pd.DataFrame, int], list[TheoryRow]]:
+    def rows(df: pd.DataFrame, seeds: int) -> list[TheoryRow]:
+        return [TheoryRow("gaussian replace (MLE)", "E[var_g]", g, _mean_at(df, "var", g),
+                          _at(expect, g), 0.05, "relative", seeds) for g in (0, 5, 10, 20)]
+
+    return rows
 
 
 def _gauss_unbiased_rows(df: pd.DataFrame, seeds: int) -> list[TheoryRow]:
@@ -101,24 +119,21 @@ def _param_ratio(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return gens, err / err[0]
 
 
-def _linreg_rows(regime: str) -> Callable[[pd.DataFrame, int], list[TheoryRow]]:
+def _linreg_rows(regime: str, expect: Expected) -> Callable[[pd.DataFrame, int], list[TheoryRow]]:
     def rows(df: pd.DataFrame, seeds: int) -> list[TheoryRow]:
         gens, ratio = _param_ratio(df)
-        out = []
-        for g in (1, 5, 10):
-            expect = g + 1 if regime == "replace" else sum(1 / i**2 for i in range(1, g + 2))
-            out.append(TheoryRow(f"linreg {regime}", "E[err_g] / E[err_0]", g, float(ratio[g]), expect,
-                                 0.05, "relative", seeds))
-        return out
+        return [TheoryRow(f"linreg {regime}", "E[err_g] / E[err_0]", g, float(ratio[g]),
+                          _at(expect, g), 0.05, "relative", seeds) for g in (1, 5, 10)]
 
     return rows
 
 
-def _categorical_rows(df: pd.DataFrame, seeds: int) -> list[TheoryRow]:
-    k = 10
-    return [TheoryRow("categorical replace", "E[gini_g]", g, _mean_at(df, "gini", g),
-                      (1 - 1 / k) * (1 - 1 / N) ** (g + 1), 0.03, "relative", seeds)
-            for g in (0, 10, 25, 50)]
+def _categorical_rows(expect: Expected) -> Callable[[pd.DataFrame, int], list[TheoryRow]]:
+    def rows(df: pd.DataFrame, seeds: int) -> list[TheoryRow]:
+        return [TheoryRow("categorical replace", "E[gini_g]", g, _mean_at(df, "gini", g),
+                          _at(expect, g), 0.03, "relative", seeds) for g in (0, 10, 25, 50)]
+
+    return rows
 
 
 def checks(scale: float = 1.0) -> list[Check]:
@@ -132,11 +147,16 @@ def checks(scale: float = 1.0) -> list[Check]:
             out.setdefault(key, {}).update(value)
         return out
 
-    a = (N - 1) / N
+    gauss = cfg(recursion={"generations": 20})
+    linreg = {regime: cfg(model={"family": "linreg"}, recursion={"generations": 10, "regime": regime})
+              for regime in ("replace", "accumulate")}
+    categorical = cfg(model={"family": "categorical"}, recursion={"generations": 50})
+    var_curve = _expected(gauss)
+    err_curves = {regime: _expected(c) for regime, c in linreg.items()}
+    gini_curve = _expected(categorical)
     return [
-        Check("gaussian replace (MLE)", cfg(recursion={"generations": 20}), s(3000),
-              _gauss_replace_rows,
-              lambda df: ("var", *_by_gen(df, "var"), a ** (_by_gen(df, "var")[0] + 1))),
+        Check("gaussian replace (MLE)", gauss, s(3000), _gauss_replace_rows(var_curve),
+              lambda df: ("var", *_by_gen(df, "var"), var_curve(_by_gen(df, "var")[0]))),
         Check("gaussian replace (unbiased)",
               cfg(model={"family": "gaussian", "estimator": "unbiased"}, recursion={"generations": 50}),
               s(2000), _gauss_unbiased_rows,
@@ -145,18 +165,12 @@ def checks(scale: float = 1.0) -> list[Check]:
         Check("gaussian accumulate", cfg(recursion={"generations": 50, "regime": "accumulate"}),
               s(2000), _gauss_accumulate_rows,
               lambda df: ("var", *_by_gen(df, "var"), np.full(len(_by_gen(df, "var")[0]), np.nan))),
-        Check("linreg replace", cfg(model={"family": "linreg"}, recursion={"generations": 10}),
-              s(2000), _linreg_rows("replace"),
-              lambda df: ("err ratio", *_param_ratio(df), _param_ratio(df)[0] + 1.0)),
-        Check("linreg accumulate",
-              cfg(model={"family": "linreg"}, recursion={"generations": 10, "regime": "accumulate"}),
-              s(2000), _linreg_rows("accumulate"),
-              lambda df: ("err ratio", *_param_ratio(df),
-                          np.array([sum(1 / i**2 for i in range(1, g + 2)) for g in _param_ratio(df)[0]]))),
-        Check("categorical replace", cfg(model={"family": "categorical"}, recursion={"generations": 50}),
-              s(2000), _categorical_rows,
-              lambda df: ("gini", *_by_gen(df, "gini"),
-                          (1 - 1 / 10) * (1 - 1 / N) ** (_by_gen(df, "gini")[0] + 1))),
+        *(Check(f"linreg {regime}", linreg[regime], s(2000), _linreg_rows(regime, err_curves[regime]),
+                lambda df, regime=regime: ("err ratio", *_param_ratio(df),
+                                           err_curves[regime](_param_ratio(df)[0])))
+          for regime in ("replace", "accumulate")),
+        Check("categorical replace", categorical, s(2000), _categorical_rows(gini_curve),
+              lambda df: ("gini", *_by_gen(df, "gini"), gini_curve(_by_gen(df, "gini")[0]))),
     ]
 
 
@@ -166,8 +180,6 @@ def run_theory(*, scale: float = 1.0, workers: int | None = None, progress=None
     import multiprocessing as mp
     import os
     from concurrent.futures import ProcessPoolExecutor
-
-    from sweep.config import load_config
 
     start = time.perf_counter()
     rows: list[TheoryRow] = []
