@@ -170,13 +170,17 @@ def pareto_front(df: pd.DataFrame, objectives: dict[str, str] | None = None, *,
     """Non-dominated trials, sorted by the objectives.
 
     Ties: identical objective vectors never dominate each other, so all are on the front.
-    Failed, diverged and running trials and NaN/inf objectives are never on it.
+    Failed, diverged and running trials and NaN/inf objectives are never on it. A trial that
+    reused an earlier trial's chain (the same config, column ``reused_from``) is that chain:
+    the front lists it once, as the trial that ran it.
     """
     objectives = dict(objectives or DEFAULT_OBJECTIVES)
     bad = {k: v for k, v in objectives.items() if v not in ("min", "max")}
     if bad:
         raise ValueError(f"objectives: directions must be 'min' or 'max', got {bad}")
     pool = _complete(df, objectives)
+    if "reused_from" in pool and not pool.empty:
+        pool = pool[pool["reused_from"].fillna("").astype(str) == ""]
     if feasible_only and not pool.empty:
         pool = pool[_feasible(pool)]
     if pool.empty:

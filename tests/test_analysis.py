@@ -62,6 +62,14 @@ def test_pareto_front_with_ties_failures_and_collapse():
     assert set(everything.trial_id) == {"b", "c", "d", "e"}  # e: cheapest of all, collapsed
 
 
+def test_pareto_front_lists_a_reused_chain_once():
+    df = table()
+    df["reused_from"] = ""
+    dup = df[df.trial_id == "d"].assign(trial_id="d2", number=len(df), reused_from="d")
+    front = pareto_front(pd.concat([df, dup], ignore_index=True), OBJ)
+    assert list(front.trial_id) == ["d", "b", "c"]
+
+
 def test_pareto_front_directions_and_empty_input():
     df = table().assign(quality=lambda d: -d.quality_gap)
     assert set(pareto_front(df, {"quality": "max", "total_flops": "min"}).trial_id) == {"b", "c", "d"}
