@@ -3,6 +3,11 @@
 A model is a density over *items*: rows of a numpy array (analytic families) or token
 sequences (language models). The recursion in ``sweep/`` drives every family only through
 this protocol, so no family knows about regimes, curation or files.
+
+Optional: ``sample_log_prob(data)``, the per-item log-density of what ``sample`` draws with
+the current sampling knobs (``temperature``, ``top_p``, ``top_k``); it equals ``log_prob``
+with the defaults. The density-ratio ``oracle`` scorer needs it as the proposal density of
+its importance weights; every shipped family has it.
 """
 
 from __future__ import annotations

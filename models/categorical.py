@@ -60,6 +60,12 @@ class Categorical:
         x = check_items(data, ndim=2)[:, 0].astype(np.int64)
         return np.log(np.maximum(self.probs[x], self.nll_floor))
 
+    def sample_log_prob(self, data: np.ndarray) -> np.ndarray:
+        """Log-probability under what ``sample`` draws (after temperature and top-p)."""
+        x = check_items(data, ndim=2)[:, 0].astype(np.int64)
+        with np.errstate(divide="ignore"):
+            return np.log(self.sampling_probs()[x])
+
     def flops(self, op: str, n_items: int) -> float:
         if op == "fit":  # one count per item, one division per outcome
             return n_items + self.outcomes

@@ -68,9 +68,27 @@ class Gaussian:
         x = check_items(data, ndim=2)
         if self._inv_chol is None:
             return np.full(len(x), -np.inf)
-        sol = (x - self.mean) @ self._inv_chol.T
-        maha = np.einsum("ij,ij->i", sol, sol)
+        maha = self._mahalanobis(x)
         return -0.5 * (maha + self._logdet + self.dim * _LOG_2PI)
+
+    def sample_log_prob(self, data: np.ndarray) -> np.ndarray:
+        """Log-density of what ``sample`` draws: N(mean, T cov), cut to the central ball
+        holding ``top_p`` of its mass and renormalised."""
+        x = check_items(data, ndim=2)
+        if self._inv_chol is None:
+            return np.full(len(x), -np.inf)
+        t, d = self.temperature, self.dim
+        maha = self._mahalanobis(x) / t
+        lp = -0.5 * (maha + self._logdet + d * np.log(t) + d * _LOG_2PI)
+        if self.top_p < 1.0:
+            from scipy.stats import chi2
+
+            lp = np.where(maha <= chi2.ppf(self.top_p, d), lp - np.log(self.top_p), -np.inf)
+        return lp
+
+    def _mahalanobis(self, x: np.ndarray) -> np.ndarray:
+        sol = (x - self.mean) @ self._inv_chol.T
+        return np.einsum("ij,ij->i", sol, sol)
 
     def flops(self, op: str, n_items: int) -> float:
         d = self.dim

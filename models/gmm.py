@@ -63,8 +63,14 @@ class GaussianMixture:
         return self.means[comp] + np.einsum("nij,nj->ni", chol[comp], z)
 
     def log_prob(self, data: np.ndarray) -> np.ndarray:
-        x = check_items(data, ndim=2)
-        chol = np.linalg.cholesky(self.covs)
+        return self._log_prob(check_items(data, ndim=2), self.covs)
+
+    def sample_log_prob(self, data: np.ndarray) -> np.ndarray:
+        """Log-density of what ``sample`` draws: every component's covariance times T."""
+        return self._log_prob(check_items(data, ndim=2), self.covs * self.temperature)
+
+    def _log_prob(self, x: np.ndarray, covs: np.ndarray) -> np.ndarray:
+        chol = np.linalg.cholesky(covs)
         logdet = 2 * np.log(np.diagonal(chol, axis1=1, axis2=2)).sum(axis=1)
         diff = x[None, :, :] - self.means[:, None, :]  # (k, n, d)
         sol = np.linalg.solve(chol[:, None, :, :], diff[..., None])[..., 0]

@@ -397,6 +397,25 @@ class GPTModel:
                (self._token_nll(chunk) for chunk in x.split(self.train_config.eval_batch_size))]
         return torch.cat(out).double().cpu().numpy()
 
+    @torch.no_grad()
+    def sample_log_prob(self, data: np.ndarray) -> np.ndarray:
+        """Log-probability per row under what ``sample`` draws from: every next-token
+        distribution after temperature, top-k and top-p (the proposal density of an
+        importance weight; equals ``log_prob`` with the default knobs)."""
+        opts = {"temperature": self.temperature, "top_k": self.top_k, "top_p": self.top_p}
+        if opts == {"temperature": 1.0, "top_k": 0, "top_p": 1.0}:
+            return self.log_prob(data)
+        x = self._tensor(data)
+        self.net.eval()
+        out = []
+        for chunk in x.split(self.train_config.eval_batch_size):
+            logits = self.net(self._inputs(chunk))
+            B, T, V = logits.shape
+            logp = torch.log_softmax(filter_logits(logits.reshape(B * T, V), **opts), dim=-1)
+            token = logp.gather(-1, chunk.reshape(-1, 1)).view(B, T)
+            out.append(torch.where(counted_mask(chunk), token, torch.zeros_like(token)).sum(dim=1))
+        return torch.cat(out).double().cpu().numpy()
+
     def item_size(self, data: np.ndarray) -> np.ndarray:
         return item_size(data)
 

@@ -39,9 +39,16 @@ class LinearRegression:
         return np.column_stack([x, x @ self.weights + noise])
 
     def log_prob(self, data: np.ndarray) -> np.ndarray:
+        return self._log_prob(data, self.noise_var)
+
+    def sample_log_prob(self, data: np.ndarray) -> np.ndarray:
+        """Log-density of what ``sample`` draws: the noise variance times T."""
+        return self._log_prob(data, self.noise_var * self.temperature)
+
+    def _log_prob(self, data: np.ndarray, var: float) -> np.ndarray:
         rows = check_items(data, ndim=2)
         resid = rows[:, self.dim] - rows[:, : self.dim] @ self.weights
-        return -0.5 * (resid**2 / self.noise_var + np.log(self.noise_var) + _LOG_2PI)
+        return -0.5 * (resid**2 / var + np.log(var) + _LOG_2PI)
 
     def flops(self, op: str, n_items: int) -> float:
         d = self.dim

@@ -196,7 +196,7 @@ class RecursionConfig(_Strict):
 class CurationConfig(_Strict):
     scorer: str = Field(
         "none",
-        description="Scorer of candidates: none | self (own likelihood) | oracle (truth/model "
+        description="Scorer of candidates: none | self (own likelihood) | oracle (truth / sampling "
         "density ratio) | oracle-likelihood (truth likelihood) | judge (ensemble) | rules (text), "
         "or a name registered with sweep.curation.register_scorer.",
     )

@@ -54,7 +54,9 @@ def _self(c: np.ndarray, ctx: ScoreContext) -> np.ndarray:
 
 
 def _oracle(c: np.ndarray, ctx: ScoreContext) -> np.ndarray:
-    """log p_truth(x) - log p_model(x): how much more the truth wants x than the sampler.
+    """log p_truth(x) - log q(x): how much more the truth wants x than the sampler, where q
+    is the density the candidates were drawn from (the model after temperature / top-p /
+    top-k, ``sample_log_prob``).
 
     This is the importance weight of x; with ``selection: sample`` (Gumbel top-m of the
     log weights) the kept set is an importance resample of the candidates towards the
@@ -62,7 +64,25 @@ def _oracle(c: np.ndarray, ctx: ScoreContext) -> np.ndarray:
     ``oracle-likelihood``, a reward whose maximisers the chain converges to (Ferbach).
     """
     _need_truth(ctx, "oracle")
-    return ctx.truth.log_prob(c) - ctx.model.log_prob(c)
+    return ctx.truth.log_prob(c) - sampler_log_prob(ctx.model, c)
+
+
+_DEFAULT_KNOBS = {"temperature": 1.0, "top_p": 1.0, "top_k": 0}
+
+
+def sampler_log_prob(model: Any, candidates: np.ndarray) -> np.ndarray:
+    """log q(x) of the distribution the candidates were drawn from: the model's density after
+    the sampling knobs (temperature, top-p, top-k), which is what an importance weight needs.
+    A model without ``sample_log_prob`` is accepted with the default knobs only."""
+    fn = getattr(model, "sample_log_prob", None)
+    if fn is not None:
+        return fn(candidates)
+    knobs = {k: getattr(model, k) for k in _DEFAULT_KNOBS if hasattr(model, k)}
+    if any(v != _DEFAULT_KNOBS[k] for k, v in knobs.items()):
+        raise ValueError(f"curation.scorer: 'oracle' needs the sampling density of {type(model).__name__} "
+                         f"under sampling {knobs} (give the model a sample_log_prob method, or "
+                         "sample with temperature 1, top_p 1, top_k 0)")
+    return model.log_prob(candidates)
 
 
 def _oracle_likelihood(c: np.ndarray, ctx: ScoreContext) -> np.ndarray:
