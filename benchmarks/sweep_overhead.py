@@ -264,11 +264,10 @@ def run(quick: bool) -> list[dict[str, Any]]:
     # torch, matplotlib for the Pareto board) are paid before timing, as the peer imports
     # Optuna and warms its pool first; starting Tune's trainable actors stays in the timing.
     import matplotlib.figure  # noqa: F401
+    import ray
     import ray.tune  # noqa: F401
     import sqlalchemy.orm  # noqa: F401
     import torch.utils.tensorboard  # noqa: F401
-
-    import ray
 
     from sweep.tune import _init_ray
 
