@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -34,6 +33,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
+from benchmarks.common import interleaved, median  # noqa: E402
 from models.gpt import GPTModel, GPTTrainConfig, counted_mask, token_nll  # noqa: E402
 
 VOCAB = 256  # byte-level text
@@ -84,15 +84,7 @@ def _hf_train_step(model: Any, opt: torch.optim.Optimizer) -> Callable[[torch.Te
 
 def _interleaved(contenders: dict[str, Callable[[], float]], reps: int) -> dict[str, float]:
     """Median seconds per call of each contender: one warm-up, then reps rounds in turn."""
-    for fn in contenders.values():
-        fn()
-    times: dict[str, list[float]] = {name: [] for name in contenders}
-    for _ in range(reps):
-        for name, fn in contenders.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(ts) for name, ts in times.items()}
+    return {name: median(ts) for name, ts in interleaved(contenders, reps=reps).items()}
 
 
 def bench_train(label: str, dims: tuple[int, int, int], *, steps: int, reps: int) -> list[dict]:
