@@ -228,14 +228,6 @@ def best_per_regime(df: pd.DataFrame, base_regime: str = "replace") -> dict[str,
     return out
 
 
-# --------------------------------------------------------------------------- importance
-def param_importance(source: Any, objective: str = "quality_gap") -> dict[str, float]:
-    """Importance of each searched parameter for ``objective``; see ``sweep.importance``."""
-    from sweep.importance import param_importance as importance
-
-    return importance(source, objective)
-
-
 # --------------------------------------------------------------------------- summaries
 def _native(v: Any) -> Any:
     return v.item() if hasattr(v, "item") else v

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from models.tokens import EOS
 from sweep.metrics import DIRECTION
 
 if TYPE_CHECKING:
@@ -66,7 +67,6 @@ SAMPLES_TAG = "samples/text"
 #: generation cost more than a short analytic generation itself.
 HIST_MAX_VALUES = 20_000
 SAMPLES_SHOWN = 4
-EOS = 0
 
 
 def tag_for(column: str, family_stats: frozenset[str] = frozenset()) -> str:

@@ -17,9 +17,10 @@ import numpy as np
 import pandas as pd
 
 from sweep.analysis import (
-    OK_STATUS,
+    DEFAULT_OBJECTIVES,
     REGIME_COL,
     Sweep,
+    _complete,
     _jsonable,
     fmt_flops,
     load_sweep,
@@ -64,13 +65,6 @@ def _empty(ax, text: str) -> None:
     ax.set_yticks([])
 
 
-def _complete(df: pd.DataFrame) -> pd.DataFrame:
-    if df.empty:
-        return df
-    ok = df["status"].isin(OK_STATUS) & np.isfinite(df["quality_gap"]) & np.isfinite(df["total_flops"])
-    return df[ok]
-
-
 def _regimes(sweep: Sweep, df: pd.DataFrame) -> pd.Series:
     if REGIME_COL in df:
         return df[REGIME_COL].fillna(sweep.config.recursion.regime).astype(str)
@@ -89,7 +83,7 @@ def fig_compute_quality(sweep: Sweep, out: Path) -> Path:
 
     plt = _plt()
     fig, ax = plt.subplots(figsize=(9, 5.8), constrained_layout=True)
-    ok = _complete(sweep.results)
+    ok = _complete(sweep.results, DEFAULT_OBJECTIVES)
     if ok.empty:
         _empty(ax, "no finished trials yet: nothing to plot")
         return _save(fig, out)
@@ -148,7 +142,7 @@ def fig_phase(sweep: Sweep, out: Path) -> Path:
     from matplotlib.colors import TwoSlopeNorm
 
     plt = _plt()
-    ok = _complete(sweep.results)
+    ok = _complete(sweep.results, DEFAULT_OBJECTIVES)
     searched = [c for c in (X_COL, Y_COL) if c in ok]
     if ok.empty or not searched:
         fig, ax = plt.subplots(figsize=(8, 3), constrained_layout=True)

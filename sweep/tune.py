@@ -158,8 +158,6 @@ def _sampler(spec: SearchSpec, seed: int) -> Any:
         return s.GPSampler(seed=seed, n_startup_trials=min(10, spec.trials // 3 + 1))
     if spec.sampler == "random":
         return s.RandomSampler(seed=seed)
-    if spec.sampler != "nsga2":
-        raise ConfigError(f"search.sampler: unknown sampler {spec.sampler!r}")
     return s.NSGAIISampler(seed=seed, population_size=max(4, min(50, spec.trials // 4)))
 
 

@@ -18,11 +18,11 @@ from sweep.analysis import (
     describe,
     fmt_flops,
     load_sweep,
-    param_importance,
     pareto_front,
     trial_summary,
 )
 from sweep.config import dump_config
+from sweep.importance import param_importance
 from sweep.io import write_parquet, write_text
 
 TOL = 0.1
