@@ -36,7 +36,9 @@ def _add_config_args(p: argparse.ArgumentParser, *, required: bool) -> None:
                    ("" if required else "; default: built-in defaults (1-D Gaussian)"))
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. --set recursion.real_fraction=0.1 "
-                        "(repeatable; values are YAML: numbers, lists, true/false)")
+                        "(repeatable; values are YAML: numbers, lists, true/false); a searched "
+                        "parameter by its path after search.space., e.g. "
+                        "--set 'search.space.model.size={choice: [xs, s]}'")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None, help="run name (default: config `name`)")
     p.add_argument("--address", default=None,
                    help="Ray cluster to join: 'auto' or HOST:PORT (default: a local Ray)")
-    p.add_argument("--storage", default="./runs", help="directory or s3://... (default ./runs)")
+    p.add_argument("--storage", default="./runs", help="local or shared (NFS) directory; URLs such as s3://... are refused "
+                   "(default ./runs)")
     p.add_argument("--quiet", action="store_true", help="no live progress table")
 
     p = sub.add_parser("resume", help="continue an interrupted sweep")
