@@ -422,11 +422,13 @@ class GPTModel:
     @torch.no_grad()
     def sample(self, n: int, rng: np.random.Generator, *, temperature: float | None = None,
                top_p: float | None = None, top_k: int | None = None, max_len: int | None = None,
-               use_cache: bool = True) -> np.ndarray:
+               use_cache: bool = True, prompt: np.ndarray | None = None) -> np.ndarray:
         """n sequences (n, max_len) int64, 0-padded after EOS; defaults from the attributes.
 
-        Both paths draw the same Gumbel noise (one value per row and token per step) from the
-        same generator, so with and without the KV cache the same rng gives the same tokens.
+        ``prompt`` (n, k): each row starts with its prompt's k tokens and the model continues
+        it (a prompt that holds EOS is already complete). Both paths draw the same Gumbel
+        noise (one value per row and token per sampled step) from the same generator, so with
+        and without the KV cache the same rng gives the same tokens.
         """
         opts = {"temperature": self.temperature if temperature is None else temperature,
                 "top_p": self.top_p if top_p is None else top_p,
@@ -434,18 +436,25 @@ class GPTModel:
         max_len = self.block_size if max_len is None else max_len
         if not 1 <= max_len <= self.block_size:
             raise ValueError(f"max_len must lie in [1, {self.block_size}], got {max_len}")
+        prompts = None
+        if prompt is not None:
+            prompts = self._tensor(prompt)
+            if len(prompts) != n or prompts.size(1) >= max_len:
+                raise ValueError(f"prompt must have shape (n={n}, k) with k < max_len={max_len}, "
+                                 f"got {tuple(prompts.shape)}")
         gen = self._generator(rng)
         self.net.eval()
-        chunks = [self._sample_batch(min(self.train_config.eval_batch_size, n - start), max_len,
-                                     gen, use_cache, **opts)
-                  for start in range(0, n, self.train_config.eval_batch_size)]
+        bs = self.train_config.eval_batch_size
+        chunks = [self._sample_batch(min(bs, n - start), max_len, gen, use_cache,
+                                     None if prompts is None else prompts[start:start + bs], **opts)
+                  for start in range(0, n, bs)]
         out = torch.cat(chunks).cpu().numpy() if chunks else np.zeros((0, max_len), np.int64)
         if n:
             self._tokens_per_sample = float(item_size(out).mean())
         return out
 
     def _sample_batch(self, b: int, max_len: int, gen: torch.Generator, use_cache: bool,
-                      **opts: Any) -> torch.Tensor:
+                      prompt: torch.Tensor | None, **opts: Any) -> torch.Tensor:
         seq = torch.full((b, max_len + 1), self.vocab_size, dtype=torch.long, device=self.device)
         done = torch.zeros(b, dtype=torch.bool, device=self.device)
         cache = self.net.new_cache(b, max_len) if use_cache else None
@@ -454,12 +463,16 @@ class GPTModel:
                 logits = self.net(seq[:, t:t + 1], cache, pos=t)[:, -1]
             else:  # recompute the whole prefix (reference path, and the benchmark's baseline)
                 logits = self.net(seq[:, : t + 1])[:, -1]
-            # Gumbel-max: argmax(logits + Gumbel noise) is a draw from softmax(logits). Unlike
-            # inverting the CDF, a token flips between the two paths only when two perturbed
-            # logits tie to float precision, not whenever u falls near any CDF boundary.
-            u = torch.rand(b, self.vocab_size, generator=gen, device=self.device)
-            gumbel = -torch.log(-torch.log(u.clamp_(min=1e-20)))
-            token = (filter_logits(logits.float(), **opts) + gumbel).argmax(dim=-1)
+            if prompt is not None and t < prompt.size(1):  # teacher-forced prompt token
+                token = prompt[:, t]
+            else:
+                # Gumbel-max: argmax(logits + Gumbel noise) is a draw from softmax(logits).
+                # Unlike inverting the CDF, a token flips between the two paths only when two
+                # perturbed logits tie to float precision, not whenever u falls near any CDF
+                # boundary.
+                u = torch.rand(b, self.vocab_size, generator=gen, device=self.device)
+                gumbel = -torch.log(-torch.log(u.clamp_(min=1e-20)))
+                token = (filter_logits(logits.float(), **opts) + gumbel).argmax(dim=-1)
             token = token.masked_fill(done, EOS)  # padding after EOS
             seq[:, t + 1] = token
             done |= token == EOS

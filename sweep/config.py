@@ -225,6 +225,12 @@ class SamplingConfig(_Strict):
     temperature: float = Field(1.0, gt=0, le=100, description="Sampling temperature.")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus mass kept (1 = off).")
     top_k: int = Field(0, ge=0, description="Keep the k most likely tokens (0 = off; LMs only).")
+    prompt_tokens: int = Field(
+        0, ge=0,
+        description="LMs only: each synthetic example continues the first k tokens of a real "
+        "training example (0 = generate from scratch). With curation, every prompt gets "
+        "ceil(1 / (1 - strength)) continuations and the best one is kept.",
+    )
 
 
 CollapseMetric = Literal[
@@ -308,6 +314,13 @@ class ChainConfig(_Strict):
             )
         if self.sampling.top_k and not is_lm:
             raise ValueError("sampling.top_k: only language models (family gpt) use top_k; set 0")
+        if self.sampling.prompt_tokens and not is_lm:
+            raise ValueError("sampling.prompt_tokens: only language models (family gpt) continue "
+                             "prompts; set 0")
+        block = getattr(self.data, "max_len", None) or getattr(self.data, "block_size", None)
+        if is_lm and block is not None and self.sampling.prompt_tokens >= block:
+            raise ValueError(f"sampling.prompt_tokens: {self.sampling.prompt_tokens} leaves nothing "
+                             f"to generate in rows of {block} tokens; use fewer than {block}")
         if self.curation.scorer == "rules" and not is_lm:
             raise ValueError("curation.scorer: 'rules' scores text; use none | self | oracle | judge")
         if self.curation.scorer.startswith("oracle") and self.data.source == "text":

@@ -140,6 +140,19 @@ def select(scores: np.ndarray, m: int, *, how: str, temperature: float,
     return np.sort(np.argpartition(-keys, m - 1)[:m])
 
 
+def select_per_prompt(scores: np.ndarray, per_prompt: int, *, how: str, temperature: float,
+                      rng: np.random.Generator) -> np.ndarray:
+    """Indices of one kept candidate per prompt; candidates come in consecutive groups of
+    ``per_prompt`` continuations of the same prompt ('top': the best of each group; 'sample':
+    Gumbel-max of score / T, i.e. one draw with probability ~ exp(score / T) per group)."""
+    groups = np.asarray(scores, dtype=float).reshape(-1, per_prompt)
+    if how == "sample":
+        groups = groups / temperature + rng.gumbel(size=groups.shape)
+    elif how != "top":
+        raise ValueError(f"curation.selection: {how!r} (allowed: top, sample)")
+    return np.arange(len(groups)) * per_prompt + groups.argmax(axis=1)
+
+
 def scorer_agreement(scores: np.ndarray, truth_scores: np.ndarray) -> float:
     """Spearman rank correlation between a scorer and the truth on the same candidates."""
     if len(scores) < 3 or np.ptp(scores) == 0 or np.ptp(truth_scores) == 0:

@@ -33,6 +33,7 @@ from sweep.curation import (
     scorer_agreement,
     scorer_cost_model,
     select,
+    select_per_prompt,
 )
 from sweep.families import Problem, build_model, build_problem, family_stats
 from sweep.metrics import DIRECTION, collapse_summary, nll_metrics, relative_gaps
@@ -129,8 +130,8 @@ class Chain:
         real = real_part(n_real, real_train=self.problem.real_train, source=rec.real_source,
                          draw_real=self.problem.draw_real, rng=self.rng)
         sampler = self.model  # model g-1 produces generation g's synthetic data
-        n_cand = candidates_needed(n_syn, cur.strength)
-        candidates = sampler.sample(n_cand, self.rng) if n_cand else real[:0]
+        candidates, per_prompt = self._candidates(sampler, n_syn, real[:0])
+        n_cand = len(candidates)
         extra: dict[str, Any] = {"candidates": n_cand, "scorer_agreement": float("nan")}
         scorers: list[Any] = []
         if cur.scorer != "none" and n_cand > n_syn:
@@ -140,11 +141,15 @@ class Chain:
             scorers = scorer_cost_model(cur.scorer, ctx)
             if self.problem.truth is not None:
                 extra["scorer_agreement"] = scorer_agreement(scores, per_item(self.problem.truth, candidates))
-            keep = select(scores, n_syn, how=cur.selection, temperature=cur.selection_temperature,
-                          rng=self.rng)
+            if per_prompt:
+                keep = select_per_prompt(scores, per_prompt, how=cur.selection,
+                                         temperature=cur.selection_temperature, rng=self.rng)
+            else:
+                keep = select(scores, n_syn, how=cur.selection,
+                              temperature=cur.selection_temperature, rng=self.rng)
             synthetic = candidates[keep]
         else:
-            synthetic = candidates[:n_syn]
+            synthetic = candidates[::per_prompt] if per_prompt else candidates[:n_syn]
         batch = np.concatenate([real, synthetic.astype(real.dtype, copy=False)])
         if rec.regime != "replace":  # replace never looks back: keep only D_0 in the pool
             self.pool.append(batch)
@@ -156,6 +161,21 @@ class Chain:
         flops = generation_flops(model=self.model, train_size=len(train), sampler=sampler,
                                  candidates=n_cand, scorers=scorers)
         return train, flops, extra
+
+    def _candidates(self, sampler: Any, n_syn: int, empty: np.ndarray) -> tuple[np.ndarray, int]:
+        """The synthetic candidates and, when they continue real prompts, how many per prompt
+        (consecutive rows share a prompt; 0 = unprompted, select among all of them)."""
+        cur, k = self.config.curation, self.config.sampling.prompt_tokens
+        if not n_syn:
+            return empty, 0
+        if not k:
+            return sampler.sample(candidates_needed(n_syn, cur.strength), self.rng), 0
+        per_prompt = candidates_needed(1, cur.strength)
+        prompts = real_part(n_syn, real_train=self.problem.real_train,
+                            source=self.config.recursion.real_source,
+                            draw_real=self.problem.draw_real, rng=self.rng)[:, :k]
+        return sampler.sample(n_syn * per_prompt, self.rng,
+                              prompt=np.repeat(prompts, per_prompt, axis=0)), per_prompt
 
     def _reinit(self) -> None:
         init = self.config.recursion.init

@@ -24,6 +24,9 @@ BAD = [
     (["/no/such/config.yaml"], "config: file not found: /no/such/config.yaml"),
     (["--set", "curation.scorer=rules"], "curation.scorer: 'rules' scores text"),
     (["--set", "sampling.top_k=5"], "sampling.top_k: only language models"),
+    (["--set", "sampling.prompt_tokens=2"], "sampling.prompt_tokens: only language models"),
+    (["--set", "model.family=gpt", "--set", "sampling.prompt_tokens=24"],
+     "sampling.prompt_tokens: 24 leaves nothing to generate in rows of 24 tokens"),
 ]
 
 

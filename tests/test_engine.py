@@ -10,7 +10,7 @@ import pytest
 
 from sweep import load_config, run_chain, run_chains
 from sweep.checkpoint import load_checkpoint, save_checkpoint
-from sweep.curation import candidates_needed, select
+from sweep.curation import candidates_needed, select, select_per_prompt
 from sweep.mixing import Pool
 from sweep.recursion import Chain
 
@@ -160,6 +160,37 @@ def test_select_top_and_sample():
     picks = np.concatenate([select(scores, 3, how="sample", temperature=1.0, rng=rng)
                             for _ in range(300)])
     assert np.mean(picks >= 7) > 0.6  # Bradley-Terry style: the better ones usually win
+
+
+def test_select_per_prompt_keeps_one_continuation_of_every_prompt():
+    rng = np.random.default_rng(0)
+    scores = np.array([0.0, 2.0, 1.0, 5.0, 4.0, 3.0])
+    assert list(select_per_prompt(scores, 3, how="top", temperature=1, rng=rng)) == [1, 3]
+    # 'sample' is a softmax draw per prompt: with scores (0, log 4) the second wins with
+    # probability 0.8; 4000 prompts give a standard error of 0.0063, tolerance 4 of them.
+    pairs = np.tile([0.0, np.log(4.0)], 4000)
+    keep = select_per_prompt(pairs, 2, how="sample", temperature=1.0, rng=rng)
+    assert len(keep) == 4000 and (keep // 2 == np.arange(4000)).all()
+    assert abs(np.mean(keep % 2) - 0.8) < 4 * 0.0063
+
+
+def test_prompted_candidates_continue_real_prefixes():
+    config = load_config({
+        "model": {"family": "gpt", "n_layer": 1, "n_head": 1, "n_embd": 8,
+                  "train": {"epochs": 1}, "device": "cpu"},
+        "data": {"source": "truth-lm", "vocab_size": 8, "max_len": 6, "test_size": 20},
+        "recursion": {"generations": 1, "samples_per_generation": 40},
+        "curation": {"scorer": "oracle", "strength": 0.6, "selection": "sample"},
+        "sampling": {"prompt_tokens": 2}})
+    chain = Chain(config)
+    chain.step()
+    candidates, per_prompt = chain._candidates(chain.model, 10, chain.problem.real_train[:0])
+    assert per_prompt == 3 and candidates.shape == (30, 6)  # ceil(1 / (1 - 0.6)) per prompt
+    prefixes = candidates[:, :2].reshape(10, 3, 2)
+    assert (prefixes == prefixes[:, :1]).all()
+    real = {tuple(row) for row in chain.problem.real_train[:, :2]}
+    assert {tuple(p) for p in prefixes[:, 0]} <= real
+    assert list(run_chain(config).candidates.iloc[1:]) == [120]
 
 
 def test_same_config_and_seed_gives_identical_frame():

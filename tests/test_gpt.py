@@ -52,6 +52,21 @@ def test_kv_cache_sampling_equals_recomputing_the_prefix() -> None:
         np.testing.assert_array_equal(cached, plain)
 
 
+def test_prompted_samples_continue_their_prompts_with_and_without_the_cache() -> None:
+    m = tiny()
+    prompt = np.array([[3, 5, 7]] * 20 + [[4, 0, 0]] * 20)  # the second prompt is complete
+    cached = m.sample(40, np.random.default_rng(5), prompt=prompt)
+    np.testing.assert_array_equal(cached[:, :3], prompt)
+    assert (cached[20:, 1:] == 0).all()
+    assert len({tuple(row) for row in cached[:20]}) > 1  # continuations are drawn, not fixed
+    np.testing.assert_array_equal(
+        cached, m.sample(40, np.random.default_rng(5), prompt=prompt, use_cache=False))
+    with pytest.raises(ValueError, match="prompt must have shape"):
+        m.sample(4, np.random.default_rng(0), prompt=np.ones((4, L), dtype=np.int64))
+    with pytest.raises(ValueError, match="prompt must have shape"):
+        m.sample(4, np.random.default_rng(0), prompt=prompt)
+
+
 def test_samples_are_padded_after_eos(language: TruthLanguage) -> None:
     m = tiny(epochs=3)
     m.fit(language.sample(500, np.random.default_rng(0)), np.random.default_rng(1))
