@@ -131,13 +131,19 @@ def select(scores: np.ndarray, m: int, *, how: str, temperature: float,
     """Indices of the m kept candidates ('top': best m; 'sample': Gumbel top-m of score / T)."""
     if m >= len(scores):
         return np.arange(len(scores))
-    if how == "sample":
-        keys = scores / temperature + rng.gumbel(size=len(scores))
-    elif how == "top":
-        keys = scores
-    else:
-        raise ValueError(f"curation.selection: {how!r} (allowed: top, sample)")
+    keys = _selection_keys(scores, how=how, temperature=temperature, rng=rng)
     return np.sort(np.argpartition(-keys, m - 1)[:m])
+
+
+def _selection_keys(scores: np.ndarray, *, how: str, temperature: float,
+                    rng: np.random.Generator) -> np.ndarray:
+    """Keys whose largest values are kept: the scores ('top') or score / T plus Gumbel noise
+    ('sample', so the kept ones are a draw with probability ~ exp(score / T))."""
+    if how == "sample":
+        return scores / temperature + rng.gumbel(size=np.shape(scores))
+    if how == "top":
+        return scores
+    raise ValueError(f"curation.selection: {how!r} (allowed: top, sample)")
 
 
 def select_per_prompt(scores: np.ndarray, per_prompt: int, *, how: str, temperature: float,
@@ -146,11 +152,8 @@ def select_per_prompt(scores: np.ndarray, per_prompt: int, *, how: str, temperat
     ``per_prompt`` continuations of the same prompt ('top': the best of each group; 'sample':
     Gumbel-max of score / T, i.e. one draw with probability ~ exp(score / T) per group)."""
     groups = np.asarray(scores, dtype=float).reshape(-1, per_prompt)
-    if how == "sample":
-        groups = groups / temperature + rng.gumbel(size=groups.shape)
-    elif how != "top":
-        raise ValueError(f"curation.selection: {how!r} (allowed: top, sample)")
-    return np.arange(len(groups)) * per_prompt + groups.argmax(axis=1)
+    keys = _selection_keys(groups, how=how, temperature=temperature, rng=rng)
+    return np.arange(len(groups)) * per_prompt + keys.argmax(axis=1)
 
 
 def scorer_agreement(scores: np.ndarray, truth_scores: np.ndarray) -> float:

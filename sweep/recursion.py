@@ -130,7 +130,7 @@ class Chain:
         real = real_part(n_real, real_train=self.problem.real_train, source=rec.real_source,
                          draw_real=self.problem.draw_real, rng=self.rng)
         sampler = self.model  # model g-1 produces generation g's synthetic data
-        candidates, per_prompt = self._candidates(sampler, n_syn, real[:0])
+        candidates, per_prompt = self._candidates(sampler, n_syn)
         n_cand = len(candidates)
         extra: dict[str, Any] = {"candidates": n_cand, "scorer_agreement": float("nan")}
         scorers: list[Any] = []
@@ -162,12 +162,12 @@ class Chain:
                                  candidates=n_cand, scorers=scorers)
         return train, flops, extra
 
-    def _candidates(self, sampler: Any, n_syn: int, empty: np.ndarray) -> tuple[np.ndarray, int]:
+    def _candidates(self, sampler: Any, n_syn: int) -> tuple[np.ndarray, int]:
         """The synthetic candidates and, when they continue real prompts, how many per prompt
         (consecutive rows share a prompt; 0 = unprompted, select among all of them)."""
         cur, k = self.config.curation, self.config.sampling.prompt_tokens
         if not n_syn:
-            return empty, 0
+            return self.problem.real_train[:0], 0
         if not k:
             return sampler.sample(candidates_needed(n_syn, cur.strength), self.rng), 0
         per_prompt = candidates_needed(1, cur.strength)

@@ -184,7 +184,7 @@ def test_prompted_candidates_continue_real_prefixes():
         "sampling": {"prompt_tokens": 2}})
     chain = Chain(config)
     chain.step()
-    candidates, per_prompt = chain._candidates(chain.model, 10, chain.problem.real_train[:0])
+    candidates, per_prompt = chain._candidates(chain.model, 10)
     assert per_prompt == 3 and candidates.shape == (30, 6)  # ceil(1 / (1 - 0.6)) per prompt
     prefixes = candidates[:, :2].reshape(10, 3, 2)
     assert (prefixes == prefixes[:, :1]).all()
