@@ -22,6 +22,7 @@ demo: $(STAMP)
 	$(VENV)/bin/collapse-sweep run configs/quick.yaml --name quick
 
 test: $(STAMP)
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
 	$(PY) -m pytest -q -m slow
 

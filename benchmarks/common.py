@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from sweep.io import write_text
+from sweep.files.atomic import write_text
 
 HERE = Path(__file__).resolve().parent
 RESULTS_JSON = HERE / "results.json"

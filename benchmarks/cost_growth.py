@@ -10,8 +10,8 @@ import numpy as np
 
 from benchmarks.common import at_most, record, rss_bytes
 from sweep.config import ChainConfig, load_config
-from sweep.mixing import REGIMES, Pool
-from sweep.recursion import Chain
+from sweep.engine.chain import Chain
+from sweep.engine.regimes import REGIMES, Pool
 
 GROWTH_LIMIT = 1.25  # last-10 / first-10 generations, for what should stay flat
 
@@ -27,7 +27,7 @@ examples every generation and must stay flat (time ratio <= 1.25); `accumulate` 
 D_0 + every batch, so its data grows linearly (ratio of mean training sizes ~7.1): its target
 is time ratio <= that data ratio (linear, not super-linear). The pool of
 `accumulate-subsample` also holds the union (it is what is subsampled), so its memory grows
-like accumulate's while its time does not. The compact pool: `sweep.mixing.Pool` fed 1M
+like accumulate's while its time does not. The compact pool: `sweep.engine.regimes.Pool` fed 1M
 tokens as int32 / int64 arrays of shape (rows, 128) in batches of 512 rows (one
 generation of LM samples), nbytes and the traced allocation (capacity doubling) reported.
 numpy's BLAS is held to one thread (threadpoolctl)."""

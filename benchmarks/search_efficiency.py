@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 
 from benchmarks.common import at_most, median, record
-from sweep.config import ChainConfig, load_config
-from sweep.recursion import Chain
-from sweep.space import trial_config, validate_search
+from sweep.config import ChainConfig, load_config, trial_config
+from sweep.engine.chain import Chain
+from sweep.search.space import validate_search
 
 TOLERANCE = 0.05
 WITHIN = 0.10  # "found" = best feasible compute <= (1 + WITHIN) x the optimum's
@@ -27,7 +27,7 @@ smallest-n point is optimal and the search question disappears.) Every point is 
 chain seeds once; its objectives are the means (quality_gap, total_flops), so the objective
 is deterministic and the dense grid gives the exact optimum: the cheapest point with mean
 gap <= 0.05. A search is plain Optuna ask/tell in-process (no Ray) over the project's own
-distributions (`SearchSpec.distributions()`) and samplers (`sweep.tune._sampler`, configured
+distributions (`SearchSpec.distributions()`) and samplers (`sweep.search.driver._sampler`, configured
 for a sweep of `trials` = budget), objectives (quality_gap, total_flops) minimised, and
 `trial.set_constraint("quality_gap", gap - tolerance)` on every trial, exactly as the Tune
 searcher does. Score of one search = trials until the best feasible trial so far costs <=
@@ -84,7 +84,7 @@ def trials_to_find(config: ChainConfig, sampler_name: str, table: dict[tuple, tu
 
     spec = validate_search(load_config(config.model_dump(mode="json"), overrides={
         "search.sampler": sampler_name, "search.trials": spec_trials or budget}))
-    from sweep.tune import _sampler
+    from sweep.search.driver import _sampler
 
     study = optuna.create_study(directions=["minimize", "minimize"], sampler=_sampler(spec, seed))
     dists = spec.distributions()
@@ -135,7 +135,7 @@ def run(quick: bool) -> list[dict[str, Any]]:
         seconds[label] = time.perf_counter() - t1
         medians[label] = median(found)
         censored[label] = sum(1 for f in found if f > (len(table) if name == "grid" else budget))
-    from sweep.space import SearchSpec
+    from sweep.search.space import SearchSpec
 
     default = SearchSpec.model_fields["sampler"].default  # what a sweep uses unless told
     ratio = medians[default] / medians["random"]

@@ -10,7 +10,7 @@ import pandas as pd
 
 from benchmarks.common import at_least, median, record
 from sweep.config import ChainConfig, load_config
-from sweep.recursion import Chain
+from sweep.engine.chain import Chain
 
 #: Columns that describe the fit of a model; a shared model 0 was loaded, not fit, so its
 #: generation-0 row has no fit diagnostics. They are compared from generation 1 on.
@@ -95,7 +95,7 @@ def run(quick: bool) -> list[dict[str, Any]]:
     times: dict[str, list[float]] = {"separate": [], "shared": []}
     frames: dict[str, list[pd.DataFrame]] = {}
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as a 1-CPU sweep trial runs (sweep.trial sets it)
+    torch.set_num_threads(1)  # as a 1-CPU sweep trial runs (sweep.search.trial sets it)
     try:
         for _ in range(reps):
             for name, fn in (("separate", separate), ("shared", shared)):

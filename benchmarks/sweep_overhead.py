@@ -14,7 +14,7 @@ import pandas as pd
 
 from benchmarks.common import at_least, record
 from sweep.config import ChainConfig, load_config
-from sweep.recursion import run_chain
+from sweep.engine.chain import run_chain
 
 WORKERS = 2
 
@@ -29,7 +29,7 @@ chain made long by a 15M-example test set was tried first and is memory-bound: t
 side by side slow each other down by ~20% under Tune and the pool alike. Both
 keep the trial's per-generation checkpoint (the reliability guarantee); Tune reports, Tune
 checkpoints, generations.parquet and the driver's results/TensorBoard refresh are throttled
-(`sweep/trial.py`, `sweep/tune.py`).
+(`sweep/search/trial.py`, `sweep/search/driver.py`).
 
 Profile of the misses (one-off measurements on this machine, 2026-11-25; timestamps written
 by the trainable and the ledger, CPU time per process from /proc):
@@ -53,7 +53,7 @@ get OMP_NUM_THREADS=1, the serial loop and the pool `threadpoolctl`): in an expl
 the loaded machine a similar chain took 0.24-0.41 s with numpy's default 2 BLAS threads and
 0.02-0.05 s with one. Three ways, in one
 process, one after another: **serial** = `run_chain` for the 64 seeds in a plain loop
-(before and after the sweeps, mean of the two); **Tune** = `sweep.tune.run_sweep` (OptunaSearch, `concurrency: 2`,
+(before and after the sweeps, mean of the two); **Tune** = `sweep.search.driver.run_sweep` (OptunaSearch, `concurrency: 2`,
 `reuse_actors=True`, per-generation checkpoints, parquet and ledger as in every sweep) on a
 Ray already started (its `ray.init` is reported separately); **Optuna + pool** = plain Optuna
 ask/tell with a warmed 2-process `ProcessPoolExecutor` (spawn) running `run_chain`, two
@@ -98,11 +98,11 @@ def _one_blas_thread() -> None:
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1, user_api="blas")
-    torch.set_num_threads(1)  # as a 1-CPU trial does (sweep.trial._set_threads)
+    torch.set_num_threads(1)  # as a 1-CPU trial does (sweep.search.trial._set_threads)
 
 
 def _warm() -> int:
-    import sweep.recursion  # noqa: F401 - import cost paid before timing
+    import sweep.engine.chain  # noqa: F401 - import cost paid before timing
 
     return os.getpid()
 
@@ -162,7 +162,7 @@ def trial_vs_chain(config: ChainConfig, seeds: list[int]) -> tuple[float, float]
     from threadpoolctl import threadpool_limits
 
     from sweep.config import dump_config
-    from sweep.trial import run_trial
+    from sweep.search.trial import run_trial
 
     with tempfile.TemporaryDirectory(prefix="bench-trial-") as tmp, \
             threadpool_limits(1, user_api="blas"):
@@ -183,7 +183,7 @@ def trial_vs_chain(config: ChainConfig, seeds: list[int]) -> tuple[float, float]
 
 
 def tune_sweep(config: ChainConfig, storage: Path) -> tuple[float, pd.DataFrame]:
-    from sweep.tune import run_sweep
+    from sweep.search.driver import run_sweep
 
     t0 = time.perf_counter()
     run_dir = run_sweep(config, name=config.name, storage=str(storage), progress=False)
@@ -270,7 +270,7 @@ def run(quick: bool) -> list[dict[str, Any]]:
     import sqlalchemy.orm  # noqa: F401
     import torch.utils.tensorboard  # noqa: F401
 
-    from sweep.tune import _init_ray
+    from sweep.search.driver import _init_ray
 
     # Ray's workers inherit the driver's environment: one BLAS/OpenMP thread per 1-CPU trial
     # (Ray's own default, made explicit).

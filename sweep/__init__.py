@@ -8,6 +8,6 @@ distributed Optuna search on Ray Tune.
 from __future__ import annotations
 
 from sweep.config import ChainConfig, ConfigError, load_config
-from sweep.recursion import Chain, run_chain, run_chains
+from sweep.engine.chain import Chain, run_chain, run_chains
 
 __all__ = ["Chain", "ChainConfig", "ConfigError", "load_config", "run_chain", "run_chains"]

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from sweep import load_config, run_chain
-from sweep.analysis import (
+from sweep.analysis.core import (
     analyze,
     best_per_regime,
     cheapest_feasible,
@@ -21,9 +21,9 @@ from sweep.analysis import (
     pareto_front,
     trial_summary,
 )
+from sweep.analysis.importance import param_importance
 from sweep.config import dump_config
-from sweep.importance import param_importance
-from sweep.io import write_parquet, write_text
+from sweep.files.atomic import write_parquet, write_text
 
 TOL = 0.1
 OBJ = {"quality_gap": "min", "total_flops": "min"}

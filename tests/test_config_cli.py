@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from sweep import ConfigError, load_config
-from sweep.cli import main
+from sweep.cli.main import main
 
 BAD = [
     (["--set", "bogus=1"], "bogus: unknown field (allowed: name, seed, model"),

@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 
 from sweep import load_config, run_chain, run_chains
-from sweep.checkpoint import load_checkpoint, save_checkpoint
-from sweep.curation import candidates_needed, select, select_per_prompt
-from sweep.mixing import Pool
-from sweep.recursion import Chain
+from sweep.engine.chain import Chain
+from sweep.engine.curation import candidates_needed, select, select_per_prompt
+from sweep.engine.regimes import Pool
+from sweep.files.checkpoint import load_checkpoint, save_checkpoint
 
 FAMILIES = ["gaussian", "linreg", "categorical", "gmm"]
 

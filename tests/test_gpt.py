@@ -9,7 +9,7 @@ import torch
 
 from models.base import Model
 from models.gpt import SIZES, GPTModel, GPTTrainConfig, item_size
-from sweep.data import TruthLanguage
+from sweep.problems.sources import TruthLanguage
 
 V, L = 16, 12
 

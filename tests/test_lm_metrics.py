@@ -3,8 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sweep.data import TextCorpus, TruthLanguage
-from sweep.lm_metrics import (
+from sweep.problems.lm_metrics import (
     distinct_n,
     lm_sample_metrics,
     mean_length,
@@ -12,7 +11,8 @@ from sweep.lm_metrics import (
     repetition_rate,
     unigram_entropy,
 )
-from sweep.rules import charset_rule, length_rule, repetition_rule, score_rules
+from sweep.problems.rules import charset_rule, length_rule, repetition_rule, score_rules
+from sweep.problems.sources import TextCorpus, TruthLanguage
 
 ROWS = np.array([[5, 6, 5, 6, 0, 0],
                  [7, 8, 9, 0, 3, 3]])  # the 3s are padding after EOS

@@ -16,9 +16,9 @@ import pandas as pd
 import pytest
 
 from sweep import load_config, run_chain
-from sweep.checkpoint import save_checkpoint
-from sweep.cli import main
-from sweep.recursion import Chain
+from sweep.cli.main import main
+from sweep.engine.chain import Chain
+from sweep.files.checkpoint import save_checkpoint
 
 pytestmark = pytest.mark.slow
 

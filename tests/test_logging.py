@@ -17,7 +17,9 @@ import pandas as pd
 import pytest
 
 from sweep.config import load_config
-from sweep.logging import (
+from sweep.engine.chain import run_chain
+from sweep.engine.metrics import relative_gaps
+from sweep.observe.board import (
     GAP_TAG,
     HIST_MAX_VALUES,
     HIST_TAG,
@@ -28,9 +30,7 @@ from sweep.logging import (
     pareto_front,
     tag_for,
 )
-from sweep.metrics import relative_gaps
-from sweep.recursion import run_chain
-from sweep.tensorboard import argv, command
+from sweep.observe.serve import argv, command
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = {"recursion.regime": "accumulate", "recursion.real_fraction": 0.25}
@@ -301,7 +301,7 @@ def test_serve_listens_on_loopback_only_and_shows_hparams(tmp_path, gaussian_tri
             df = run_chain(config, on_generation=logger.log_generation)
             logger.close(df.attrs["summary"])
     port = free_port()
-    code = (f"from sweep.tensorboard import serve; serve({str(tmp_path)!r}, port={port})")
+    code = (f"from sweep.observe.serve import serve; serve({str(tmp_path)!r}, port={port})")
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
     try:

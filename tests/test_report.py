@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from test_analysis import base_config, make_run  # tests/ is on sys.path (no package)
 
-from sweep.analysis import load_sweep
+from sweep.analysis.core import load_sweep
 from sweep.config import dump_config, load_config
-from sweep.io import write_text
-from sweep.report import build_report, fig_theory, trial_configs
-from sweep.theory_curves import theory_curves
+from sweep.files.atomic import write_text
+from sweep.report.build import build_report, fig_theory, trial_configs
+from sweep.theory.curves import theory_curves
 
 FIGURES = ("compute_vs_quality", "phase", "real_nll", "tail", "theory")
 

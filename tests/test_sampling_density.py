@@ -17,7 +17,7 @@ from models.gaussian import Gaussian
 from models.gmm import GaussianMixture
 from models.gpt import GPTModel
 from models.linreg import LinearRegression
-from sweep.curation import _SCORERS, ScoreContext, sampler_log_prob
+from sweep.engine.curation import _SCORERS, ScoreContext, sampler_log_prob
 
 GRID = np.linspace(-25.0, 25.0, 200_001)[:, None]  # 1-D integration grid, step 2.5e-4
 STEP = float(GRID[1, 0] - GRID[0, 0])

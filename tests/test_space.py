@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from sweep.config import ConfigError, load_config
-from sweep.space import trial_config, validate_search
+from sweep.config import ConfigError, load_config, trial_config
+from sweep.search.space import validate_search
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = {"model": {"family": "gaussian"}}
@@ -63,7 +63,7 @@ def test_missing_search_and_bad_resources():
 def test_run_sweep_rejects_before_ray(tmp_path):
     import ray
 
-    from sweep.tune import run_sweep
+    from sweep.search.driver import run_sweep
 
     was_up = ray.is_initialized()
     with pytest.raises(ConfigError, match="^search.concurrency"):

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sweep.data import TextCorpus, decode, resolve_files
+from sweep.problems.sources import TextCorpus, decode, resolve_files
 
 
 def write_docs(tmp_path: Path, texts: list[str]) -> Path:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from sweep.cli import main
+from sweep.cli.main import main
 from sweep.config import load_config
-from sweep.recursion import run_chains
+from sweep.engine.chain import run_chains
 
 
 def test_gaussian_replace_variance_decay():

@@ -5,7 +5,7 @@ import itertools
 import numpy as np
 import pytest
 
-from sweep.data import TruthLanguage
+from sweep.problems.sources import TruthLanguage
 
 
 def all_rows(vocab: int, length: int) -> np.ndarray:

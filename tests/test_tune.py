@@ -16,11 +16,10 @@ import optuna
 import pandas as pd
 import pytest
 
-from sweep.config import load_config
-from sweep.ledger import Ledger
-from sweep.recursion import Chain, run_chain
-from sweep.space import trial_config
-from sweep.trial import TEST_FAIL_FILE, TEST_KILL_FILE
+from sweep.config import load_config, trial_config
+from sweep.engine.chain import Chain, run_chain
+from sweep.rundir.ledger import Ledger
+from sweep.search.trial import TEST_FAIL_FILE, TEST_KILL_FILE
 
 ROOT = Path(__file__).resolve().parents[1]
 REGIMES = ["replace", "accumulate", "accumulate-subsample"]
@@ -92,7 +91,7 @@ def test_shared_gpt_model0_gives_identical_metrics():
 
 
 def test_grid_sweep_finds_dense_grid_optimum(ray_session, tmp_path):
-    from sweep.tune import run_sweep
+    from sweep.search.driver import run_sweep
 
     cfg = analytic("grid")
     t0 = time.perf_counter()
@@ -150,7 +149,7 @@ def test_grid_sweep_finds_dense_grid_optimum(ray_session, tmp_path):
 
 def test_nsga2_sweep_and_failed_trials(ray_session, tmp_path):
     """Failing chains are `failed` rows and FAIL in Optuna (never left RUNNING)."""
-    from sweep.tune import run_sweep
+    from sweep.search.driver import run_sweep
 
     cfg = analytic("fails", sampler="nsga2", trials=10, space={
         "recursion.regime": {"choice": REGIMES},
@@ -173,7 +172,7 @@ def test_nsga2_sweep_and_failed_trials(ray_session, tmp_path):
 
 
 def test_killed_worker_resumes_from_last_generation(ray_session, tmp_path):
-    from sweep.tune import run_sweep
+    from sweep.search.driver import run_sweep
 
     cfg = analytic("killed", trials=2, generations=8, space={
         "recursion.regime": {"choice": ["accumulate"]},
@@ -225,8 +224,8 @@ def _kill_session(sid: int) -> None:
 @pytest.mark.slow
 def test_resume_after_driver_kill_runs_each_trial_once(ray_session, tmp_path):
     from sweep.config import dump_config
-    from sweep.io import write_text
-    from sweep.tune import resume_sweep
+    from sweep.files.atomic import write_text
+    from sweep.search.driver import resume_sweep
 
     cfg = analytic("resume", sampler="tpe", trials=12, generations=30, space={
         "recursion.regime": {"choice": REGIMES},
@@ -236,7 +235,7 @@ def test_resume_after_driver_kill_runs_each_trial_once(ray_session, tmp_path):
     run_dir = tmp_path / "runs" / "resume"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sweep.tune", "run", str(cfg_path), "--storage",
+        [sys.executable, "-m", "sweep.search.driver", "run", str(cfg_path), "--storage",
          str(tmp_path / "runs"), "--quiet"], cwd=ROOT, env=env, start_new_session=True,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -274,7 +273,7 @@ import sys
 import pandas as pd
 from ray.cluster_utils import Cluster
 from sweep.config import load_config
-from sweep.tune import run_sweep
+from sweep.search.driver import run_sweep
 
 cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
 cluster.add_node(num_cpus=1)
@@ -294,7 +293,7 @@ finally:
 @pytest.mark.slow
 def test_two_node_sweep_uses_both_nodes(tmp_path):
     from sweep.config import dump_config
-    from sweep.io import write_text
+    from sweep.files.atomic import write_text
 
     cfg = analytic("nodes", trials=6, generations=20, space={
         "recursion.regime": {"choice": REGIMES}, "recursion.real_fraction": {"grid": [0.0, 0.5]}})
@@ -307,7 +306,7 @@ def test_two_node_sweep_uses_both_nodes(tmp_path):
 
 @pytest.mark.slow
 def test_quick_yaml_demo_sweep(ray_session, tmp_path):
-    from sweep.tune import run_sweep
+    from sweep.search.driver import run_sweep
 
     t0 = time.perf_counter()
     run_dir = run_sweep(load_config(ROOT / "configs" / "quick.yaml"), storage=str(tmp_path),
@@ -323,7 +322,7 @@ def test_quick_yaml_demo_sweep(ray_session, tmp_path):
 # --------------------------------------------------------------------------- no-Ray units
 def _run_dir_with(tmp_path: Path, cfg) -> Path:
     from sweep.config import dump_config
-    from sweep.io import write_text
+    from sweep.files.atomic import write_text
 
     run_dir = tmp_path / cfg.name
     write_text(run_dir / "sweep.yaml", dump_config(cfg))
@@ -331,10 +330,10 @@ def _run_dir_with(tmp_path: Path, cfg) -> Path:
 
 
 def test_ledger_returns_done_trial_without_running_it(tmp_path, monkeypatch):
-    import sweep.trial
-    from sweep.trial import run_trial
+    import sweep.search.trial
+    from sweep.search.trial import run_trial
 
-    monkeypatch.setattr(sweep.trial, "REPORT_EVERY_S", 0.0)  # every generation reports
+    monkeypatch.setattr(sweep.search.trial, "REPORT_EVERY_S", 0.0)  # every generation reports
 
     cfg = analytic("ledger", generations=3)
     run_dir = _run_dir_with(tmp_path, cfg)
@@ -354,19 +353,19 @@ def test_ledger_returns_done_trial_without_running_it(tmp_path, monkeypatch):
 
 def test_short_trial_reports_once_but_checkpoints_every_generation(tmp_path, monkeypatch):
     """Tune hears of a fast chain once (its end); the own checkpoint follows every generation."""
-    import sweep.trial
-    from sweep.checkpoint import load_checkpoint
-    from sweep.trial import run_trial
+    import sweep.search.trial
+    from sweep.files.checkpoint import load_checkpoint
+    from sweep.search.trial import run_trial
 
     saved: list[int] = []
-    real_save = sweep.trial.save_checkpoint
+    real_save = sweep.search.trial.save_checkpoint
 
     def spy(path, payload):
         if Path(path).name == "ckpt":
             saved.append(int(payload["generation"]))
         real_save(path, payload)
 
-    monkeypatch.setattr(sweep.trial, "save_checkpoint", spy)
+    monkeypatch.setattr(sweep.search.trial, "save_checkpoint", spy)
     cfg = analytic("cadence", generations=4)
     run_dir = _run_dir_with(tmp_path, cfg)
     reports: list[tuple[dict, Path | None]] = []
@@ -381,8 +380,8 @@ def test_short_trial_reports_once_but_checkpoints_every_generation(tmp_path, mon
 
 def test_restored_orphans_are_handed_out_again(tmp_path):
     """After a crash, study trials the stale Tune state never saw are suggested first."""
-    from sweep.space import validate_search
-    from sweep.tune import _searcher
+    from sweep.search.driver import _searcher
+    from sweep.search.space import validate_search
 
     cfg = analytic("orphans", sampler="random", trials=6, space={
         "recursion.real_fraction": {"uniform": [0.0, 1.0]}})
@@ -412,8 +411,8 @@ def test_restored_orphans_are_handed_out_again(tmp_path):
 
 @pytest.mark.parametrize("sampler", ["nsga2", "tpe", "gp", "random", "grid"])
 def test_every_sampler_asks_and_tells_with_the_constraint(tmp_path, sampler):
-    from sweep.space import validate_search
-    from sweep.tune import _searcher
+    from sweep.search.driver import _searcher
+    from sweep.search.space import validate_search
 
     space = {"recursion.regime": {"choice": REGIMES},
              "recursion.real_fraction": {"uniform": [0.0, 1.0], "step": 0.5}}

@@ -1,0 +1,176 @@
+"""Read a sweep directory and answer: which configs do not collapse, and which is cheapest.
+
+Works on finished, running and partly failed sweeps: only files that exist (and parse) are
+read, a trial directory without a results row counts as running, and trials without
+finite objectives (failed, diverged, still running) never enter a front.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from sweep.analysis.format import (  # noqa: F401 - re-exported
+    describe,
+    fmt_flops,
+    fmt_gap,
+    fmt_value,
+    is_nan,
+    short_names,
+)
+from sweep.analysis.importance import importance_with_source
+from sweep.analysis.load import (  # noqa: F401 - re-exported: the analysis API in one import
+    DEFAULT_OBJECTIVES,
+    OK_STATUS,
+    REGIME_COL,
+    Sweep,
+    complete,
+    load_sweep,
+    native,
+)
+from sweep.analysis.view import print_analysis
+from sweep.files.atomic import write_text
+
+
+def _feasible(df: pd.DataFrame) -> pd.Series:
+    if "feasible" in df:
+        return df["feasible"].fillna(False).astype(bool)
+    if "collapsed" in df:
+        return ~df["collapsed"].fillna(True).astype(bool)
+    raise KeyError("results need a `feasible` or `collapsed` column to tell collapse apart")
+
+
+def pareto_front(df: pd.DataFrame, objectives: dict[str, str] | None = None, *,
+                 feasible_only: bool = True) -> pd.DataFrame:
+    """Non-dominated trials, sorted by the objectives.
+
+    Ties: identical objective vectors never dominate each other, so all are on the front.
+    Failed, diverged and running trials and NaN/inf objectives are never on it. A trial that
+    reused an earlier trial's chain (the same config, column ``reused_from``) is that chain:
+    the front lists it once, as the trial that ran it.
+    """
+    objectives = dict(objectives or DEFAULT_OBJECTIVES)
+    bad = {k: v for k, v in objectives.items() if v not in ("min", "max")}
+    if bad:
+        raise ValueError(f"objectives: directions must be 'min' or 'max', got {bad}")
+    pool = complete(df, objectives)
+    if "reused_from" in pool and not pool.empty:
+        pool = pool[pool["reused_from"].fillna("").astype(str) == ""]
+    if feasible_only and not pool.empty:
+        pool = pool[_feasible(pool)]
+    if pool.empty:
+        return pool
+    signs = np.array([1.0 if mode == "min" else -1.0 for mode in objectives.values()])
+    values = pool[list(objectives)].to_numpy(dtype=float) * signs  # minimise every column
+    # i is dominated when some j is <= everywhere and < somewhere (pairwise, n^2 is fine here).
+    le = np.all(values[None, :, :] <= values[:, None, :], axis=2)
+    lt = np.any(values[None, :, :] < values[:, None, :], axis=2)
+    front = pool[~np.any(le & lt, axis=1)]
+    keys = list(objectives) + (["number"] if "number" in front else [])
+    ascending = [m == "min" for m in objectives.values()] + ([True] if "number" in front else [])
+    return front.sort_values(keys, ascending=ascending, kind="stable")
+
+
+def cheapest_feasible(df: pd.DataFrame) -> pd.Series | None:
+    """Lowest total_flops among feasible trials; ties: lower gap, then lower trial number."""
+    pool = complete(df, DEFAULT_OBJECTIVES)
+    if not pool.empty:
+        pool = pool[_feasible(pool)]
+    if pool.empty:
+        return None
+    order = ["total_flops", "quality_gap"] + (["number"] if "number" in pool else [])
+    return pool.sort_values(order, kind="stable").iloc[0]
+
+
+def best_per_regime(df: pd.DataFrame, base_regime: str = "replace") -> dict[str, dict[str, Any]]:
+    """Per regime: the cheapest feasible trial, else the lowest-gap one (``feasible: False``).
+
+    The regime is ``param.recursion.regime`` when searched, else ``base_regime``.
+    """
+    pool = complete(df, DEFAULT_OBJECTIVES)
+    if pool.empty:
+        return {}
+    regimes = pool[REGIME_COL].astype(str) if REGIME_COL in pool else \
+        pd.Series(base_regime, index=pool.index)
+    out = {}
+    for regime, group in pool.groupby(regimes, sort=True):
+        best = cheapest_feasible(group)
+        feasible = best is not None
+        if best is None:
+            order = ["quality_gap", "total_flops"] + (["number"] if "number" in group else [])
+            best = group.sort_values(order, kind="stable").iloc[0]
+        out[str(regime)] = {**trial_summary(best), "feasible": feasible}
+    return out
+
+
+# --------------------------------------------------------------------------- summaries
+def trial_summary(row: pd.Series) -> dict[str, Any]:
+    keys = ["trial_id", "number", "status", "quality_gap", "total_flops", "collapsed"]
+    out = {k: native(row[k]) for k in keys if k in row}
+    out["params"] = {k[len("param."):]: native(v) for k, v in row.items()
+                     if str(k).startswith("param.") and not is_nan(v)}
+    return out
+
+
+def counts(df: pd.DataFrame) -> dict[str, int]:
+    status = df["status"] if "status" in df else pd.Series(dtype=str)
+    return {
+        "trials": int(len(df)),
+        "finished": int(status.isin(OK_STATUS).sum()),
+        "failed": int((~status.isin([*OK_STATUS, "running"])).sum()),
+        "running": int((status == "running").sum()),
+        "feasible": int(df["feasible"].sum()) if "feasible" in df else 0,
+        "collapsed": int((status.isin(OK_STATUS) & df.get("collapsed", False)).sum()),
+        "by_status": {str(k): int(v) for k, v in status.value_counts().sort_index().items()},
+    }
+
+
+def summarize(sweep: Sweep) -> dict[str, Any]:
+    df = sweep.results
+    front = pareto_front(df, sweep.objectives)
+    importance, source = {}, "results.parquet"
+    for obj in sweep.objectives:
+        importance[obj], source = importance_with_source(sweep, obj)
+    best = cheapest_feasible(df)
+    cheapest = trial_summary(best) if best is not None else None
+    return {
+        "run_dir": str(sweep.run_dir),
+        "name": sweep.name,
+        "tolerance": sweep.tolerance,
+        "collapse_metric": sweep.config.collapse.metric,
+        "objectives": sweep.objectives,
+        "counts": counts(df),
+        "cheapest_feasible": cheapest,
+        "cheapest_feasible_text": describe(cheapest, sweep.tolerance) if cheapest else None,
+        "pareto_front": [trial_summary(r) for _, r in front.iterrows()],
+        "best_per_regime": best_per_regime(df, sweep.config.recursion.regime),
+        "importance": importance,
+        "importance_source": source,
+    }
+
+
+def _jsonable(o: Any) -> Any:
+    """Strict JSON: NaN/inf become null, numpy scalars plain numbers."""
+    if isinstance(o, dict):
+        return {str(k): _jsonable(v) for k, v in o.items()}
+    if isinstance(o, list | tuple):
+        return [_jsonable(v) for v in o]
+    o = native(o)
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    if o is None or isinstance(o, bool | int | float | str):
+        return o
+    return str(o)
+
+
+def analyze(run_dir: str | Path, *, console: Any = None) -> dict[str, Any]:
+    """Print the analysis with rich and write RUN_DIR/analysis.json (atomically); return it."""
+    summary = _jsonable(summarize(load_sweep(run_dir)))
+    write_text(Path(run_dir) / "analysis.json", json.dumps(summary, indent=2, allow_nan=False))
+    print_analysis(summary, console=console)
+    return summary

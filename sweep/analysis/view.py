@@ -1,0 +1,66 @@
+"""Terminal view of a sweep analysis (rich tables); input is ``analysis.summarize`` output."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from sweep.analysis.format import fmt_flops, fmt_gap, fmt_value, short_names
+
+
+def _params_text(params: dict[str, Any], skip: tuple[str, ...] = ()) -> str:
+    names = short_names(list(params))
+    return ", ".join(f"{names[k]}={fmt_value(v)}" for k, v in params.items() if k not in skip)
+
+
+def print_analysis(summary: dict[str, Any], *, console: Console | None = None) -> None:
+    console = console or Console()
+    c = summary["counts"]
+    tol = summary["tolerance"]
+    console.print(f"[bold]{summary['run_dir']}[/bold]: {c['trials']} trials — {c['finished']} "
+                  f"finished, {c['failed']} failed, {c['running']} running; {c['feasible']} do "
+                  f"not collapse ({summary['collapse_metric']} gap <= {fmt_gap(tol)})")
+
+    front = sorted(summary["pareto_front"], key=lambda t: t["total_flops"])  # reads as the step line
+    if front:
+        params = sorted({p for t in front for p in t["params"]})
+        names = short_names(params)
+        table = Table(title="Feasible Pareto front: quality gap vs total compute")
+        for col in ["trial", "quality gap", "total FLOPs", *[names[p] for p in params]]:
+            table.add_column(col, justify="right")
+        for t in front:
+            table.add_row(str(t.get("trial_id")), fmt_gap(t["quality_gap"]), fmt_flops(t["total_flops"]),
+                          *[fmt_value(t["params"].get(p, "")) for p in params])
+        console.print(table)
+    else:
+        console.print("[yellow]no feasible trial yet (none finished without collapsing)[/yellow]")
+
+    regimes = summary["best_per_regime"]
+    if regimes:
+        table = Table(title="Best per regime (cheapest non-collapsing; * = none feasible: lowest gap)")
+        for col in ("regime", "trial", "quality gap", "total FLOPs", "params"):
+            table.add_column(col)
+        for regime, t in regimes.items():
+            table.add_row(regime + ("" if t["feasible"] else " *"), str(t.get("trial_id")),
+                          fmt_gap(t["quality_gap"]), fmt_flops(t["total_flops"]),
+                          _params_text(t["params"], skip=("recursion.regime",)))
+        console.print(table)
+
+    for objective, imp in summary["importance"].items():
+        if imp:
+            table = Table(title=f"Parameter importance for {objective} "
+                                f"(Optuna fANOVA, from {summary.get('importance_source', '?')})")
+            table.add_column("parameter")
+            table.add_column("importance", justify="right")
+            for name, value in imp.items():
+                table.add_row(name, f"{value:.2f}")
+            console.print(table)
+
+    if summary["cheapest_feasible_text"]:
+        console.print(f"[bold green]cheapest non-collapsing configuration:[/bold green] "
+                      f"{summary['cheapest_feasible_text']}")
+    else:
+        console.print("[bold yellow]no configuration avoided collapse yet; best per regime above "
+                      "lists the closest ones[/bold yellow]")

@@ -1,0 +1,97 @@
+"""``collapse-sweep chain``: one chain from the terminal, resumable, with a table at the end."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from sweep.config import ChainConfig, ConfigError, dump_config
+from sweep.engine.chain import Chain
+from sweep.files.atomic import write_parquet, write_text
+from sweep.files.checkpoint import load_checkpoint, save_checkpoint
+
+TABLE_COLUMNS = ("generation", "train_size", "real_nll", "tail_nll", "kl", "var", "mean",
+                 "param_error", "gini", "support", "minority_share", "distinct_2",
+                 "scorer_agreement", "cumulative_flops")
+
+
+def build_chain(config: ChainConfig, seed: int | None) -> Chain:
+    """Build the chain, turning a bad data source into a one-line config error."""
+    try:
+        return Chain(config, seed=seed)
+    except (ValueError, FileNotFoundError) as exc:
+        msg = str(exc)
+        raise ConfigError(msg if ":" in msg.split(" ")[0] else f"data: {msg}") from None
+
+
+def run_chain_command(config: ChainConfig, *, out: Path | None, seed: int | None,
+                      tensorboard: bool, fresh: bool, console: Console | None = None) -> int:
+    console = console or Console()
+    chain = build_chain(config, seed)  # validates the data before anything is written
+    out = out or Path("runs") / config.name
+    ckpt_dir = out / "checkpoint"
+    if not fresh and (state := load_checkpoint(ckpt_dir)) is not None:
+        try:
+            chain.load_state_dict(state)
+        except ValueError:
+            raise ConfigError(f"--out: {out} holds a checkpoint of another config or seed; "
+                              "pass --fresh to start over there, or choose another --out") from None
+        console.print(f"resuming from generation {chain.generation} ({ckpt_dir})")
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(out / "config.yaml", dump_config(config))
+    logger = None
+    if tensorboard:
+        from sweep.observe.board import ChainLogger
+
+        logger = ChainLogger(out / "tb", config=config, params={})
+    total = config.recursion.generations + 1
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                  TextColumn("gen {task.completed}/{task.total}"), TextColumn("{task.fields[nll]}"),
+                  TimeElapsedColumn(), TimeRemainingColumn(), console=console,
+                  transient=True, disable=not console.is_terminal) as bar:
+        task = bar.add_task(config.name, total=total, completed=chain.generation, nll="")
+        while not chain.done:
+            row = chain.step(logger.log_generation if logger else None)
+            save_checkpoint(ckpt_dir, chain.state_dict())
+            write_parquet(chain.frame().assign(seed=chain.seed), out / "generations.parquet")
+            bar.update(task, completed=chain.generation, nll=f"real_nll {row['real_nll']:.4g}")
+    summary = chain.summary()
+    if logger:
+        logger.close(summary)
+    console.print(generation_table(chain.frame(), title=f"{config.name}: {config.model.family}, "
+                                   f"{config.recursion.regime}, n={config.recursion.samples_per_generation}"))
+    verdict = "[red]collapsed[/red]" if summary["collapsed"] else "[green]does not collapse[/green]"
+    console.print(f"{verdict}: {config.collapse.metric} gap {summary['quality_gap']:+.3g} "
+                  f"(tolerance {config.collapse.tolerance:g}, {config.collapse.at}), "
+                  f"total {summary['total_flops']:.3g} FLOPs, status {summary['status']}")
+    console.print(f"wrote {out / 'generations.parquet'}")
+    if logger:
+        console.print(f"tensorboard: tensorboard --logdir {out / 'tb'} --host 127.0.0.1")
+    return 0
+
+
+def generation_table(df: pd.DataFrame, *, title: str, max_rows: int = 25) -> Table:
+    """The per-generation table; long chains show evenly spaced generations and the last."""
+    cols = [c for c in TABLE_COLUMNS if c in df.columns and df[c].notna().any()]
+    table = Table(title=title)
+    for c in cols:
+        table.add_column(c, justify="right")
+    step = max(1, math.ceil(len(df) / max_rows))
+    shown = sorted(set(range(0, len(df), step)) | {len(df) - 1})
+    for i in shown:
+        row = df.iloc[i]
+        table.add_row(*[_fmt(row[c]) for c in cols])
+    return table
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "-"
+        return f"{v:.3e}" if abs(v) >= 1e5 else f"{v:.4g}"
+    return str(v)

@@ -1,0 +1,194 @@
+"""``collapse-sweep``: one command per study.
+
+    collapse-sweep chain   CONFIG [--set k=v ...]     one chain, no Ray
+    collapse-sweep run     CONFIG [--set k=v ...]     a sweep on Ray Tune + Optuna
+    collapse-sweep resume  RUN_DIR                    continue an interrupted sweep
+    collapse-sweep analyze RUN_DIR                    Pareto front, cheapest non-collapsing config
+    collapse-sweep report  RUN_DIR                    HTML + PNG report
+    collapse-sweep tensorboard RUN_DIR                TensorBoard on 127.0.0.1
+    collapse-sweep theory                             reproduce the analytic results
+
+Bad input exits with status 2 and one line naming the field; nothing is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from sweep.config import ConfigError, load_config
+
+EXAMPLES = """examples:
+  collapse-sweep chain --set recursion.regime=accumulate --set recursion.generations=50
+  collapse-sweep chain configs/lm-chain.yaml --set curation.scorer=oracle --set curation.strength=0.5
+  collapse-sweep theory
+  collapse-sweep run configs/quick.yaml --name quick
+  collapse-sweep resume runs/quick
+  collapse-sweep analyze runs/quick && collapse-sweep report runs/quick
+"""
+
+
+def _add_config_args(p: argparse.ArgumentParser, *, required: bool) -> None:
+    p.add_argument("config", nargs=None if required else "?", metavar="CONFIG",
+                   help="YAML config (see README 'Config reference')" +
+                   ("" if required else "; default: built-in defaults (1-D Gaussian)"))
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, e.g. --set recursion.real_fraction=0.1 "
+                        "(repeatable; values are YAML: numbers, lists, true/false); a searched "
+                        "parameter by its path after search.space., e.g. "
+                        "--set 'search.space.model.size={choice: [xs, s]}'")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="collapse-sweep",
+        description="Map when recursive training collapses, and the cheapest way to avoid it.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("chain", help="run one recursive-training chain (no Ray)",
+                       description="Train models 0..G recursively, print a per-generation table "
+                                   "and write generations.parquet.")
+    _add_config_args(p, required=False)
+    p.add_argument("--out", type=Path, default=None,
+                   help="output directory (default: runs/<name>)")
+    p.add_argument("--seed", type=int, default=None, help="override the config seed")
+    p.add_argument("--tb", action="store_true", help="also write TensorBoard events to OUT/tb")
+    p.add_argument("--fresh", action="store_true",
+                   help="ignore a checkpoint left in OUT by an interrupted run (default: resume)")
+
+    p = sub.add_parser("run", help="run a sweep on Ray Tune + Optuna",
+                       description="Search the config's `search.space` with Optuna, trials on "
+                                   "Ray Tune; results in STORAGE/NAME.")
+    _add_config_args(p, required=True)
+    p.add_argument("--name", default=None, help="run name (default: config `name`)")
+    p.add_argument("--address", default=None,
+                   help="Ray cluster to join: 'auto' or HOST:PORT (default: a local Ray)")
+    p.add_argument("--storage", default="./runs", help="local or shared (NFS) directory; URLs such as s3://... are refused "
+                   "(default ./runs)")
+    p.add_argument("--quiet", action="store_true", help="no live progress table")
+
+    p = sub.add_parser("resume", help="continue an interrupted sweep")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument("--address", default=None, help="Ray cluster to join (default: local)")
+    p.add_argument("--quiet", action="store_true", help="no live progress table")
+
+    p = sub.add_parser("analyze", help="Pareto front and cheapest non-collapsing config")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+
+    p = sub.add_parser("report", help="write RUN_DIR/report/index.html with figures")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+
+    p = sub.add_parser("tensorboard", help="serve a run's TensorBoard logs on 127.0.0.1")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument("--port", type=int, default=6006)
+
+    p = sub.add_parser("theory", help="reproduce the analytic collapse results (pass/fail)",
+                       description="Run the closed-form checks of REFERENCES.md over thousands "
+                                   "of seeds; exit 1 if any is outside its tolerance.")
+    p.add_argument("--out", type=Path, default=Path("runs/theory"),
+                   help="where theory.png and theory.csv go (default runs/theory)")
+    p.add_argument("--scale", type=float, default=1.0,
+                   help="multiply the seed counts (fewer seeds = faster, looser)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = {
+        "chain": cmd_chain, "run": cmd_run, "resume": cmd_resume, "analyze": cmd_analyze,
+        "report": cmd_report, "tensorboard": cmd_tensorboard, "theory": cmd_theory,
+    }[args.command]
+    try:
+        return handler(args)
+    except ConfigError as exc:
+        print(f"collapse-sweep: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("collapse-sweep: interrupted", file=sys.stderr)
+        return 130
+
+
+def _require_run_dir(run_dir: Path) -> Path:
+    if not (run_dir / "sweep.yaml").is_file():
+        raise ConfigError(f"RUN_DIR: {run_dir} is not a sweep directory (no sweep.yaml)")
+    return run_dir
+
+
+# --------------------------------------------------------------------------- commands
+def cmd_chain(args: argparse.Namespace) -> int:
+    from sweep.cli.chain import run_chain_command
+
+    config = load_config(args.config, args.overrides)
+    return run_chain_command(config, out=args.out, seed=args.seed, tensorboard=args.tb,
+                             fresh=args.fresh)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from sweep.search.space import validate_search
+
+    config = load_config(args.config, args.overrides)
+    validate_search(config)  # every search error surfaces before Ray starts
+    from sweep.search.driver import run_sweep
+
+    run_dir = run_sweep(config, name=args.name, storage=args.storage, address=args.address,
+                        progress=not args.quiet)
+    _print_next_steps(run_dir)
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from sweep.search.driver import resume_sweep
+
+    run_dir = resume_sweep(_require_run_dir(args.run_dir), address=args.address,
+                           progress=not args.quiet)
+    _print_next_steps(run_dir)
+    return 0
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from sweep.analysis.core import analyze
+
+    analyze(_require_run_dir(args.run_dir))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from sweep.report.build import build_report
+
+    path = build_report(_require_run_dir(args.run_dir))
+    print(f"report: {path}")
+    return 0
+
+
+def cmd_tensorboard(args: argparse.Namespace) -> int:
+    from sweep.observe.serve import serve
+
+    if not args.run_dir.is_dir():
+        raise ConfigError(f"RUN_DIR: {args.run_dir} does not exist")
+    serve(args.run_dir, port=args.port)
+    return 0
+
+
+def cmd_theory(args: argparse.Namespace) -> int:
+    from sweep.cli.theory import run_theory_command
+
+    if args.scale <= 0:
+        raise ConfigError(f"--scale: must be > 0, got {args.scale}")
+    return run_theory_command(out=args.out, scale=args.scale)
+
+
+def _print_next_steps(run_dir: Path) -> None:
+    from sweep.analysis.core import analyze
+    from sweep.observe.serve import command
+
+    analyze(run_dir)
+    print(f"\nresults:     {run_dir / 'results.parquet'}")
+    print(f"report:      collapse-sweep report {run_dir}")
+    print(f"tensorboard: {command(run_dir)}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,331 @@
+"""The generation loop: one chain of recursive training, without Ray.
+
+Generation 0 is fit on real data; model g >= 1 is fit on the training set built from model
+g-1's (curated) samples, mixed with real data as the regime says. Every random stream is
+derived from the config seed:
+
+    SeedSequence(seed) -> data (truth, D_0, test) | model 0 | chain (sampling, mixing, fits)
+                          | evaluation samples | judges
+
+so a shared generation 0 (sweeps) or a resume from a checkpoint gives the same frame.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterable
+from concurrent.futures import Executor, ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from sweep.config import ChainConfig, load_config
+from sweep.engine.curation import (
+    _SCORERS,
+    ScoreContext,
+    candidates_needed,
+    per_item,
+    scorer_agreement,
+    scorer_cost_model,
+    select,
+    select_per_prompt,
+)
+from sweep.engine.flops import generation_flops
+from sweep.engine.metrics import DIRECTION, collapse_summary, nll_metrics, relative_gaps
+from sweep.engine.regimes import Pool, real_part, split_batch, training_set
+from sweep.files.checkpoint import load_checkpoint, save_checkpoint
+from sweep.problems.families import Problem, build_model, build_problem, family_stats
+
+GenerationCallback = Callable[[dict[str, Any], dict[str, Any]], None]
+
+#: Samples drawn from each language model for sample-based metrics (not counted as compute).
+LM_EVAL_SAMPLES = 256
+
+
+def seed_streams(seed: int) -> dict[str, np.random.SeedSequence]:
+    names = ("data", "model0", "chain", "eval", "judges")
+    return dict(zip(names, np.random.SeedSequence(seed).spawn(len(names)), strict=True))
+
+
+class Chain:
+    """A resumable chain: call ``step()`` once per generation until ``done``."""
+
+    def __init__(self, config: ChainConfig, *, seed: int | None = None,
+                 problem: Problem | None = None, model0_state: dict[str, Any] | None = None
+                 ) -> None:
+        self.config = config
+        self.seed = config.seed if seed is None else seed
+        self.streams = seed_streams(self.seed)
+        self.problem = problem or build_problem(config, np.random.default_rng(self.streams["data"]))
+        self.rng = np.random.default_rng(self.streams["chain"])
+        self.model = build_model(config, self.problem, np.random.default_rng(self.streams["model0"]))
+        self.shared_model0 = model0_state
+        self.model0_state: dict[str, Any] | None = None
+        self.judges: list[Any] = []
+        self.pool = Pool(self.problem.real_train)
+        self.generation = 0
+        self.rows: list[dict[str, Any]] = []
+        self.status = "running"
+        sizer = getattr(self.problem.truth, "item_size", None) or getattr(self.model, "item_size", None)
+        self._test_sizes = sizer(self.problem.test) if sizer else None
+
+    @property
+    def done(self) -> bool:
+        return self.status != "running" or self.generation > self.config.recursion.generations
+
+    # ------------------------------------------------------------------ one generation
+    def step(self, on_generation: GenerationCallback | None = None) -> dict[str, Any]:
+        if self.done:
+            raise RuntimeError("chain is finished")
+        g = self.generation
+        row: dict[str, Any] = {"generation": g}
+        if g == 0:
+            train, flops = self._fit_model0()
+        else:
+            train, flops, extra = self._next_generation()
+            row.update(extra)
+        row["train_size"] = len(train)
+        details = self._evaluate(row)
+        row.update(flops)
+        row["cumulative_flops"] = flops["flops"] + (self.rows[-1]["cumulative_flops"] if self.rows else 0.0)
+        self.rows.append(row)
+        self.generation += 1
+        self._update_status(row)
+        if on_generation is not None:
+            on_generation(row, details)
+        return row
+
+    def _fit_model0(self) -> tuple[np.ndarray, dict[str, float]]:
+        train = self.problem.real_train
+        if self.shared_model0 is not None:
+            self.model.load_state_dict(self.shared_model0)
+        else:
+            self.model.fit(train, np.random.default_rng(self.streams["model0"]))
+        self.model0_state = _copy_state(self.model.state_dict())
+        judge_fit = self._build_judges() if self.config.curation.scorer == "judge" else 0.0
+        return train, generation_flops(model=self.model, train_size=len(train), extra_fit=judge_fit)
+
+    def _build_judges(self) -> float:
+        """Model 0 plus k - 1 models fit independently on fresh real data; returns their fit cost."""
+        rng = np.random.default_rng(self.streams["judges"])
+        judge0 = build_model(self.config, self.problem, rng)
+        judge0.load_state_dict(self.model0_state)
+        self.judges, cost = [judge0], 0.0
+        n = self.config.recursion.samples_per_generation
+        for _ in range(self.config.curation.judge_models - 1):
+            judge = build_model(self.config, self.problem, rng)
+            data = self.problem.draw_real(n, rng)
+            judge.fit(data, rng)
+            cost += judge.flops("fit", len(data))
+            self.judges.append(judge)
+        return cost
+
+    def _next_generation(self) -> tuple[np.ndarray, dict[str, float], dict[str, Any]]:
+        rec, cur = self.config.recursion, self.config.curation
+        n = rec.samples_per_generation
+        n_real, n_syn = split_batch(n, rec.real_fraction)
+        real = real_part(n_real, real_train=self.problem.real_train, source=rec.real_source,
+                         draw_real=self.problem.draw_real, rng=self.rng)
+        sampler = self.model  # model g-1 produces generation g's synthetic data
+        candidates, per_prompt = self._candidates(sampler, n_syn)
+        n_cand = len(candidates)
+        extra: dict[str, Any] = {"candidates": n_cand, "scorer_agreement": float("nan")}
+        scorers: list[Any] = []
+        if cur.scorer != "none" and n_cand > n_syn:
+            ctx = ScoreContext(model=sampler, judges=self.judges, truth=self.problem.truth,
+                               config=self.config)
+            scores = _SCORERS[cur.scorer](candidates, ctx)
+            scorers = scorer_cost_model(cur.scorer, ctx)
+            if self.problem.truth is not None:
+                extra["scorer_agreement"] = scorer_agreement(scores, per_item(self.problem.truth, candidates))
+            if per_prompt:
+                keep = select_per_prompt(scores, per_prompt, how=cur.selection,
+                                         temperature=cur.selection_temperature, rng=self.rng)
+            else:
+                keep = select(scores, n_syn, how=cur.selection,
+                              temperature=cur.selection_temperature, rng=self.rng)
+            synthetic = candidates[keep]
+        else:
+            synthetic = candidates[::per_prompt] if per_prompt else candidates[:n_syn]
+        batch = np.concatenate([real, synthetic.astype(real.dtype, copy=False)])
+        if rec.regime != "replace":  # replace never looks back: keep only D_0 in the pool
+            self.pool.append(batch)
+        train = training_set(rec.regime, self.pool, batch, n, self.rng)
+        self._reinit()
+        self.model.fit(train, self.rng)
+        # The sampler is the same object as the model (model g-1 before the fit); sampling
+        # and scoring costs depend on its size only, so they are read after the fit.
+        flops = generation_flops(model=self.model, train_size=len(train), sampler=sampler,
+                                 candidates=n_cand, scorers=scorers)
+        return train, flops, extra
+
+    def _candidates(self, sampler: Any, n_syn: int) -> tuple[np.ndarray, int]:
+        """The synthetic candidates and, when they continue real prompts, how many per prompt
+        (consecutive rows share a prompt; 0 = unprompted, select among all of them)."""
+        cur, k = self.config.curation, self.config.sampling.prompt_tokens
+        if not n_syn:
+            return self.problem.real_train[:0], 0
+        if not k:
+            return sampler.sample(candidates_needed(n_syn, cur.strength), self.rng), 0
+        per_prompt = candidates_needed(1, cur.strength)
+        prompts = real_part(n_syn, real_train=self.problem.real_train,
+                            source=self.config.recursion.real_source,
+                            draw_real=self.problem.draw_real, rng=self.rng)[:, :k]
+        return sampler.sample(n_syn * per_prompt, self.rng,
+                              prompt=np.repeat(prompts, per_prompt, axis=0)), per_prompt
+
+    def _reinit(self) -> None:
+        init = self.config.recursion.init
+        if init == "base" and self.model0_state is not None:
+            self.model.load_state_dict(_copy_state(self.model0_state))
+        elif init == "scratch" and hasattr(self.model, "reset"):
+            self.model.reset(self.rng)
+        # 'warm' keeps the weights; closed-form families have no initialisation at all.
+
+    def _evaluate(self, row: dict[str, Any]) -> dict[str, Any]:
+        lp = self.model.log_prob(self.problem.test)
+        row.update(nll_metrics(lp, self._test_sizes, self.problem.tail_mask,
+                               self.problem.truth_test_log_prob if self.config.data.source == "truth-lm"
+                               else None))
+        row.update(family_stats(self.model, self.problem))
+        details: dict[str, Any] = {"test_log_prob": lp, "model": self.model}
+        if self.config.model.family == "gpt":
+            from sweep.problems.lm_metrics import lm_sample_metrics
+
+            eval_rng = np.random.default_rng([self.seed, self.generation, 7])
+            samples = self.model.sample(LM_EVAL_SAMPLES, eval_rng)
+            truth = self.problem.truth if self.config.data.source == "truth-lm" else None
+            row.update(lm_sample_metrics(samples, truth))
+            details["samples"] = samples
+        return details
+
+    def _update_status(self, row: dict[str, Any]) -> None:
+        if not np.isfinite(row["real_nll"]):
+            self.status = "diverged"
+            return
+        col = self.config.collapse
+        if col.stop_early and len(self.rows) > 1:
+            values = np.array([r.get(col.metric, np.nan) for r in self.rows], dtype=float)
+            if relative_gaps(values, col.metric)[-1] > col.stop_factor * col.tolerance:
+                self.status = "stopped_collapsed"
+                return
+        if self.generation > self.config.recursion.generations:
+            self.status = "finished"
+
+    # ------------------------------------------------------------------ results
+    def frame(self) -> pd.DataFrame:
+        df = pd.DataFrame(self.rows)
+        df.attrs["summary"] = self.summary()
+        return df
+
+    def summary(self) -> dict[str, Any]:
+        out = collapse_summary(self.rows, self.config.collapse)
+        last = self.rows[-1] if self.rows else {}
+        out.update({
+            "status": self.status,
+            "generations_run": len(self.rows) - 1,
+            "total_flops": float(last.get("cumulative_flops", 0.0)),
+            "final_real_nll": float(last.get("real_nll", np.nan)),
+            "collapse_metric": self.config.collapse.metric,
+            "collapse_direction": DIRECTION.get(self.config.collapse.metric, 1),
+        })
+        return out
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "generation": self.generation,
+            "status": self.status,
+            "rows": self.rows,
+            "rng": self.rng.bit_generator.state,
+            "pool": self.pool.state_dict(),
+            "model": self.model.state_dict(),
+            "model0": self.model0_state,
+            "judges": [j.state_dict() for j in self.judges],
+            "fingerprint": self.config.fingerprint(),
+            "seed": self.seed,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("fingerprint") != self.config.fingerprint() or state.get("seed") != self.seed:
+            raise ValueError("checkpoint: it belongs to a different config or seed")
+        self.generation = int(state["generation"])
+        self.status = state["status"]
+        self.rows = list(state["rows"])
+        self.rng.bit_generator.state = state["rng"]
+        self.pool = Pool.from_state(state["pool"])
+        self.model.load_state_dict(state["model"])
+        self.model0_state = state["model0"]
+        self.judges = []
+        for judge_state in state["judges"]:
+            judge = build_model(self.config, self.problem, np.random.default_rng(0))
+            judge.load_state_dict(judge_state)
+            self.judges.append(judge)
+
+
+def _copy_state(state: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key, value in state.items():
+        out[key] = value.clone() if hasattr(value, "clone") else (
+            value.copy() if hasattr(value, "copy") else value)
+    return out
+
+
+def run_chain(config: ChainConfig | dict | str | Path, *, seed: int | None = None,
+              on_generation: GenerationCallback | None = None,
+              checkpoint_dir: str | Path | None = None) -> pd.DataFrame:
+    """Run one chain; one row per generation 0..G. ``df.attrs['summary']`` has the verdict.
+
+    With ``checkpoint_dir`` the chain saves itself after every generation and, when a
+    checkpoint is already there, resumes from it (so a killed run loses one generation).
+    """
+    if not isinstance(config, ChainConfig):
+        config = load_config(config)
+    chain = Chain(config, seed=seed)
+    if checkpoint_dir is not None and (state := load_checkpoint(checkpoint_dir)) is not None:
+        chain.load_state_dict(state)
+    while not chain.done:
+        chain.step(on_generation)
+        if checkpoint_dir is not None:
+            save_checkpoint(checkpoint_dir, chain.state_dict())
+    return chain.frame()
+
+
+def _run_seeds(config: ChainConfig, seeds: list[int]) -> list[dict[str, Any]]:
+    rows = []
+    for s in seeds:
+        chain = Chain(config, seed=s)
+        while not chain.done:
+            chain.step()
+        rows.extend({"seed": s, **row} for row in chain.rows)
+    return rows
+
+
+def run_chains(config: ChainConfig | dict | str | Path, seeds: Iterable[int], *,
+               workers: int | None = None, executor: Executor | None = None) -> pd.DataFrame:
+    """Many seeds of one config (column ``seed``), spread over the machine's cores.
+
+    Pass an ``executor`` to reuse worker processes across calls (process start-up costs
+    about a second per worker).
+    """
+    if not isinstance(config, ChainConfig):
+        config = load_config(config)
+    seeds = list(seeds)
+    workers = min(workers or os.cpu_count() or 1, max(1, len(seeds) // 8))
+    if executor is None and workers <= 1:
+        rows = _run_seeds(config, seeds)
+    else:
+        n_parts = workers * 4 if executor is not None else workers
+        chunks = [seeds[i::n_parts] for i in range(n_parts)]
+        with contextlib.ExitStack() as stack:
+            if executor is None:
+                import multiprocessing as mp
+
+                executor = stack.enter_context(
+                    ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")))
+            rows = [r for part in executor.map(_run_seeds, [config] * len(chunks), chunks) for r in part]
+    df = pd.DataFrame(rows)
+    return df.sort_values(["seed", "generation"], kind="stable").reset_index(drop=True)

@@ -1,0 +1,165 @@
+"""Curation: generate more candidates than needed, keep the best by a scorer.
+
+Strength s in [0, 1): for m synthetic slots, ceil(m / (1 - s)) candidates are generated and
+m are kept, so every discarded candidate still costs sampling and scoring compute.
+
+Scorers map candidates to one score per item (higher is better), in nats per token for
+language models so that length does not decide. Register new ones with ``register_scorer``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from models.base import Model
+
+
+@dataclass
+class ScoreContext:
+    """What a scorer may look at: the current model, the judges, the truth."""
+
+    model: Model
+    judges: list[Any]
+    truth: Any
+    config: Any
+
+
+Scorer = Callable[[np.ndarray, ScoreContext], np.ndarray]
+_SCORERS: dict[str, Scorer] = {}
+
+
+def register_scorer(name: str, fn: Scorer) -> None:
+    """Make ``curation.scorer: name`` available (e.g. a reward model of your own)."""
+    _SCORERS[name] = fn
+
+
+def scorer_names() -> list[str]:
+    return sorted(_SCORERS)
+
+
+def per_item(model: Any, candidates: np.ndarray) -> np.ndarray:
+    """Log-likelihood per item, divided by the item's token count for language models."""
+    lp = model.log_prob(candidates)
+    size = getattr(model, "item_size", None)
+    return lp / np.maximum(size(candidates), 1) if size else lp
+
+
+def _self(c: np.ndarray, ctx: ScoreContext) -> np.ndarray:
+    return per_item(ctx.model, c)
+
+
+def _oracle(c: np.ndarray, ctx: ScoreContext) -> np.ndarray:
+    """log p_truth(x) - log q(x): how much more the truth wants x than the sampler, where q
+    is the density the candidates were drawn from (the model after temperature / top-p /
+    top-k, ``sample_log_prob``).
+
+    This is the importance weight of x; with ``selection: sample`` (Gumbel top-m of the
+    log weights) the kept set is an importance resample of the candidates towards the
+    truth, the perfect verifier of Feng et al. Ranking by the truth's likelihood alone is
+    ``oracle-likelihood``, a reward whose maximisers the chain converges to (Ferbach).
+    """
+    _need_truth(ctx, "oracle")
+    return ctx.truth.log_prob(c) - sampler_log_prob(ctx.model, c)
+
+
+_DEFAULT_KNOBS = {"temperature": 1.0, "top_p": 1.0, "top_k": 0}
+
+
+def sampler_log_prob(model: Any, candidates: np.ndarray) -> np.ndarray:
+    """log q(x) of the distribution the candidates were drawn from: the model's density after
+    the sampling knobs (temperature, top-p, top-k), which is what an importance weight needs.
+    A model without ``sample_log_prob`` is accepted with the default knobs only."""
+    fn = getattr(model, "sample_log_prob", None)
+    if fn is not None:
+        return fn(candidates)
+    knobs = {k: getattr(model, k) for k in _DEFAULT_KNOBS if hasattr(model, k)}
+    if any(v != _DEFAULT_KNOBS[k] for k, v in knobs.items()):
+        raise ValueError(f"curation.scorer: 'oracle' needs the sampling density of {type(model).__name__} "
+                         f"under sampling {knobs} (give the model a sample_log_prob method, or "
+                         "sample with temperature 1, top_p 1, top_k 0)")
+    return model.log_prob(candidates)
+
+
+def _oracle_likelihood(c: np.ndarray, ctx: ScoreContext) -> np.ndarray:
+    _need_truth(ctx, "oracle-likelihood")
+    return per_item(ctx.truth, c)
+
+
+def _need_truth(ctx: ScoreContext, name: str) -> None:
+    if ctx.truth is None:
+        raise ValueError(f"curation.scorer: {name!r} needs a data source with a known truth")
+
+
+def _judge(c: np.ndarray, ctx: ScoreContext) -> np.ndarray:
+    return np.mean([per_item(j, c) for j in ctx.judges], axis=0)
+
+
+def _rules(c: np.ndarray, ctx: ScoreContext) -> np.ndarray:
+    from sweep.problems.rules import score_rules
+
+    return score_rules(c)
+
+
+def _none(c: np.ndarray, ctx: ScoreContext) -> np.ndarray:
+    return np.zeros(len(c))
+
+
+for _name, _fn in {"none": _none, "self": _self, "oracle": _oracle,
+                   "oracle-likelihood": _oracle_likelihood, "judge": _judge,
+                   "rules": _rules}.items():
+    register_scorer(_name, _fn)
+
+
+def scorer_cost_model(scorer: str, ctx: ScoreContext) -> list[Any]:
+    """The models whose ``flops('score', ...)`` a scorer spends."""
+    return {"self": [ctx.model], "oracle": [ctx.truth, ctx.model],
+            "oracle-likelihood": [ctx.truth], "judge": ctx.judges}.get(scorer, [])
+
+
+def candidates_needed(m: int, strength: float) -> int:
+    """ceil(m / (1 - s)); exact for the s values users type (guarded against 1e-16 noise)."""
+    return m if m == 0 else int(math.ceil(m / (1.0 - strength) - 1e-9))
+
+
+def select(scores: np.ndarray, m: int, *, how: str, temperature: float,
+           rng: np.random.Generator) -> np.ndarray:
+    """Indices of the m kept candidates ('top': best m; 'sample': Gumbel top-m of score / T)."""
+    if m >= len(scores):
+        return np.arange(len(scores))
+    keys = _selection_keys(scores, how=how, temperature=temperature, rng=rng)
+    return np.sort(np.argpartition(-keys, m - 1)[:m])
+
+
+def _selection_keys(scores: np.ndarray, *, how: str, temperature: float,
+                    rng: np.random.Generator) -> np.ndarray:
+    """Keys whose largest values are kept: the scores ('top') or score / T plus Gumbel noise
+    ('sample', so the kept ones are a draw with probability ~ exp(score / T))."""
+    if how == "sample":
+        return scores / temperature + rng.gumbel(size=np.shape(scores))
+    if how == "top":
+        return scores
+    raise ValueError(f"curation.selection: {how!r} (allowed: top, sample)")
+
+
+def select_per_prompt(scores: np.ndarray, per_prompt: int, *, how: str, temperature: float,
+                      rng: np.random.Generator) -> np.ndarray:
+    """Indices of one kept candidate per prompt; candidates come in consecutive groups of
+    ``per_prompt`` continuations of the same prompt ('top': the best of each group; 'sample':
+    Gumbel-max of score / T, i.e. one draw with probability ~ exp(score / T) per group)."""
+    groups = np.asarray(scores, dtype=float).reshape(-1, per_prompt)
+    keys = _selection_keys(groups, how=how, temperature=temperature, rng=rng)
+    return np.arange(len(groups)) * per_prompt + keys.argmax(axis=1)
+
+
+def scorer_agreement(scores: np.ndarray, truth_scores: np.ndarray) -> float:
+    """Spearman rank correlation between a scorer and the truth on the same candidates."""
+    if len(scores) < 3 or np.ptp(scores) == 0 or np.ptp(truth_scores) == 0:
+        return float("nan")
+    ra = np.argsort(np.argsort(scores)).astype(float)
+    rb = np.argsort(np.argsort(truth_scores)).astype(float)
+    return float(np.corrcoef(ra, rb)[0, 1])

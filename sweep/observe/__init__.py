@@ -1,0 +1,1 @@
+"""Watching a run: TensorBoard boards per chain and per sweep, and the local TensorBoard server."""

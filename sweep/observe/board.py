@@ -1,0 +1,396 @@
+"""TensorBoard logging: one event stream per chain, one sweep-level board.
+
+``ChainLogger`` is the ``on_generation`` callback of a chain: every numeric column of the
+generation row becomes a scalar (step = generation) under a ``group/name`` tag, the held-out
+log-likelihoods a histogram (tail erosion shows as its left tail moving), LM samples a text
+block, and the trial's hyperparameters go to TensorBoard's HParams plugin in the same event
+file, so the HParams dashboard of ``RUN_DIR`` compares the trials of a sweep::
+
+    with ChainLogger(tdir / "tb", config=config, params=params) as logger:
+        df = run_chain(config, on_generation=logger.log_generation)
+        logger.close(df.attrs["summary"])
+
+``SweepBoard`` writes ``RUN_DIR/tb``: the Pareto scatter (total FLOPs vs quality gap) and a
+results table, step = number of finished trials.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from models.tokens import EOS
+from sweep.engine.metrics import DIRECTION
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from torch.utils.tensorboard import SummaryWriter
+
+    from sweep.config import ChainConfig
+
+#: Tag group of each known row column; family statistics not listed go to ``model/``,
+#: anything else numeric to ``other/``.
+TAG_GROUPS: dict[str, str] = {
+    "real_nll": "quality", "kl": "quality", "sample_true_nll": "quality",
+    "in_language_share": "quality", "param_error": "quality",
+    "tail_nll": "tail", "minority_share": "tail", "minority_share_all": "tail",
+    "minority_weight": "tail",
+    "gini": "diversity", "support": "diversity", "entropy": "diversity", "var": "diversity",
+    "distinct_1": "diversity", "distinct_2": "diversity", "distinct_3": "diversity",
+    "distinct_4": "diversity", "unigram_entropy": "diversity", "repetition_rate": "diversity",
+    "mean_length": "diversity", "eos_rate": "diversity",
+    "fit_flops": "compute", "sample_flops": "compute", "score_flops": "compute",
+    "flops": "compute", "cumulative_flops": "compute",
+    "train_size": "data",
+    "candidates": "curation", "scorer_agreement": "curation",
+}
+#: Final metrics of a trial in the HParams dashboard (summary key -> scalar tag).
+FINAL_METRICS: dict[str, str] = {
+    "quality_gap": "final/quality_gap", "total_flops": "final/total_flops",
+    "final_real_nll": "final/real_nll", "collapsed": "final/collapsed",
+}
+#: Config paths always shown as hyperparameters (the searched params are added to them).
+KEY_CONFIG = ("model.family", "recursion.regime", "recursion.real_fraction",
+              "curation.strength", "curation.scorer")
+#: The size axis of each family (its config path under ``model``).
+SIZE_FIELD = {"gaussian": "dim", "linreg": "dim", "categorical": "outcomes",
+              "gmm": "components", "gpt": "size"}
+GAP_TAG = "quality/gap"
+HIST_TAG = "tail/test_log_likelihood"
+SAMPLES_TAG = "samples/text"
+#: At most this many held-out log-likelihoods go into a histogram (an even stride over the
+#: test set): TensorBoard bins them into ~30 buckets, and sorting 1.5M values per
+#: generation cost more than a short analytic generation itself.
+HIST_MAX_VALUES = 20_000
+SAMPLES_SHOWN = 4
+
+
+def tag_for(column: str, family_stats: frozenset[str] = frozenset()) -> str:
+    """The TensorBoard tag of a row column, ``group/name``."""
+    group = TAG_GROUPS.get(column) or ("model" if column in family_stats else "other")
+    return f"{group}/{column}"
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, f"{path}."))
+        else:
+            out[path] = value
+    return out
+
+
+def _number(value: Any) -> float | None:
+    """A finite-or-infinite float for numeric values, None for NaN and non-numbers."""
+    if isinstance(value, bool | np.bool_):
+        return float(value)
+    if isinstance(value, int | float | np.integer | np.floating):
+        value = float(value)
+        return None if math.isnan(value) else value
+    return None
+
+
+def _hparam_value(value: Any) -> bool | int | float | str:
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    if isinstance(value, int | float | np.integer | np.floating):
+        return value.item() if hasattr(value, "item") else value
+    return str(value)
+
+
+def decode_samples(samples: np.ndarray, *, byte_level: bool, n: int = SAMPLES_SHOWN) -> str:
+    """A markdown code block with the first ``n`` samples, each cut at its first EOS.
+
+    Byte-level vocabularies (local text: id = byte value) decode to UTF-8, undecodable bytes
+    as U+FFFD; other vocabularies print as space-separated token ids.
+    """
+    lines = []
+    for row in np.asarray(samples)[:n]:
+        row = np.asarray(row, dtype=np.int64)
+        stop = np.flatnonzero(row == EOS)
+        row = row[: stop[0]] if len(stop) else row
+        if byte_level:
+            text = bytes(row.clip(0, 255).astype(np.uint8)).decode("utf-8", errors="replace")
+            # One sample per line; a fence inside the text must not end the block.
+            lines.append(text.replace("\n", "\u21b5").replace("```", "`\u200b``"))
+        else:
+            lines.append(" ".join(map(str, row.tolist())))
+    return "```\n" + "\n".join(lines) + "\n```"
+
+
+def _markdown_table(header: list[str], rows: list[list[Any]]) -> str:
+    def cell(v: Any) -> str:
+        if isinstance(v, float):
+            v = f"{v:.4g}"
+        return str(v).replace("|", "\\|")
+    out = ["|" + "|".join(header) + "|", "|" + "|".join("-" * len(header)) + "|"]
+    out += ["|" + "|".join(cell(v) for v in r) + "|" for r in rows]
+    return "\n".join(out)
+
+
+def _writer(log_dir: Path) -> SummaryWriter:
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(log_dir=str(log_dir))
+
+
+# --------------------------------------------------------------------------- one chain
+class ChainLogger:
+    """TensorBoard events of one chain, written live (flushed every generation).
+
+    Hyperparameters (``params``, the searched config paths, plus the key config values) are
+    written once, at construction, as an HParams session and as a ``config/hparams`` text
+    table; ``close(summary)`` adds the final metrics (``final/...``) and ends the session.
+    """
+
+    def __init__(self, log_dir: str | Path, *, config: ChainConfig,
+                 params: Mapping[str, Any]) -> None:
+        self.log_dir = Path(log_dir)
+        self.config = config
+        self.params = dict(params)
+        self._metric = config.collapse.metric
+        # A resumed trial opens a new event file in the same directory: its hyperparameters
+        # are there already, and the gap's baseline (generation 0) is read back from them.
+        resumed = any(self.log_dir.glob("events.out.tfevents.*"))
+        self._baseline: float | None = self._read_baseline() if resumed else None
+        self._family_stats: frozenset[str] | None = None
+        self._last_generation = 0
+        self._closed = False
+        self.writer = _writer(self.log_dir)
+        self.hparams = self._hparam_dict()
+        if not resumed:
+            self._write_hparams()
+
+    # ------------------------------------------------------------------ hyperparameters
+    def _hparam_dict(self) -> dict[str, bool | int | float | str]:
+        flat = flatten(self.config.model_dump(mode="json", exclude={"search", "resources"}))
+        keys = list(KEY_CONFIG)
+        family = self.config.model.family
+        keys.append(f"model.{SIZE_FIELD.get(family, 'size')}")
+        out = {k: _hparam_value(flat[k]) for k in keys if flat.get(k) is not None}
+        out.update({k: _hparam_value(v) for k, v in self.params.items() if v is not None})
+        return out
+
+    def _write_hparams(self) -> None:
+        from torch.utils.tensorboard.summary import hparams
+
+        metrics = dict.fromkeys(FINAL_METRICS.values(), 0.0)
+        exp, ssi, _ = hparams(self.hparams, metrics)
+        fw = self.writer._get_file_writer()
+        fw.add_summary(exp)
+        fw.add_summary(ssi)
+        # CleanRL habit: the whole configuration once, as a table (searched values marked).
+        flat = flatten(self.config.model_dump(mode="json", exclude={"search", "resources"}))
+        flat.update(self.params)
+        rows = [[f"**{k}**" if k in self.params else k, v] for k, v in sorted(flat.items())]
+        self.writer.add_text("config/hparams", _markdown_table(["param", "value"], rows), 0)
+        self.writer.flush()
+
+    # ------------------------------------------------------------------ generations
+    def log_generation(self, row: Mapping[str, Any], details: Mapping[str, Any]) -> None:
+        """``on_generation`` callback: the row's scalars, the gap, the histogram, samples."""
+        g = int(row["generation"])
+        self._last_generation = max(self._last_generation, g)
+        if self._family_stats is None:
+            model = details.get("model")
+            summary = getattr(model, "summary", None)
+            self._family_stats = frozenset(summary()) if callable(summary) else frozenset()
+        for key, value in row.items():
+            if key == "generation" or (x := _number(value)) is None:
+                continue
+            self.writer.add_scalar(tag_for(key, self._family_stats), x, g)
+        self._log_gap(row, g)
+        lp = details.get("test_log_prob")
+        if lp is not None:
+            lp = np.asarray(lp, dtype=np.float64).ravel()
+            lp = lp[:: -(-lp.size // HIST_MAX_VALUES) or 1]
+            lp = lp[np.isfinite(lp)]
+            if lp.size:
+                self.writer.add_histogram(HIST_TAG, lp, g)
+        samples = details.get("samples")
+        if samples is not None and len(samples):
+            byte_level = getattr(self.config.data, "source", None) == "text"
+            self.writer.add_text(SAMPLES_TAG, decode_samples(samples, byte_level=byte_level), g)
+        self.writer.flush()  # a running sweep shows up in TensorBoard generation by generation
+
+    def _log_gap(self, row: Mapping[str, Any], g: int) -> None:
+        value = _number(row.get(self._metric))
+        if value is None:
+            return
+        if g == 0:
+            self._baseline = value
+        if self._baseline is None or not math.isfinite(self._baseline):
+            return
+        scale = abs(self._baseline) or 1.0  # as sweep.engine.metrics.relative_gaps
+        self.writer.add_scalar(GAP_TAG, DIRECTION.get(self._metric, 1) * (value - self._baseline) / scale, g)
+
+    def _read_baseline(self) -> float | None:
+        from tensorboard.backend.event_processing.event_accumulator import (
+            SCALARS,
+            EventAccumulator,
+        )
+
+        acc = EventAccumulator(str(self.log_dir), size_guidance={SCALARS: 0})
+        acc.Reload()
+        tag = tag_for(self._metric)  # every collapse metric has a TAG_GROUPS entry
+        if tag not in acc.Tags().get("scalars", []):
+            return None
+        first = [e.value for e in acc.Scalars(tag) if e.step == 0]
+        return float(first[0]) if first else None
+
+    # ------------------------------------------------------------------ the end
+    def close(self, summary: Mapping[str, Any] | None = None) -> None:
+        """Final metrics (``final/...``) and the HParams session end; then close the file."""
+        if self._closed:
+            return
+        self._closed = True
+        if summary is not None:
+            for key, tag in FINAL_METRICS.items():
+                x = _number(summary.get(key))
+                if x is not None and math.isfinite(x):  # inf would flatten the dashboard's axes
+                    self.writer.add_scalar(tag, x, self._last_generation)
+            self._end_session(str(summary.get("status", "finished")))
+        self.writer.close()
+
+    def _end_session(self, status: str) -> None:
+        from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
+        from torch.utils.tensorboard.summary import hparams
+
+        _, _, sei = hparams({}, {})
+        value = sei.value[0]
+        content = plugin_data_pb2.HParamsPluginData.FromString(value.metadata.plugin_data.content)
+        ok = status in ("finished", "stopped_collapsed")
+        content.session_end_info.status = api_pb2.Status.Value(
+            "STATUS_SUCCESS" if ok else "STATUS_FAILURE")
+        value.metadata.plugin_data.content = content.SerializeToString()
+        self.writer._get_file_writer().add_summary(sei)
+
+    def __enter__(self) -> ChainLogger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# --------------------------------------------------------------------------- the sweep
+class SweepBoard:
+    """``RUN_DIR/tb``: Pareto scatter and results table; step = trials finished when drawn."""
+
+    def __init__(self, run_dir: str | Path, *, tolerance: float | None = None) -> None:
+        self.run_dir = Path(run_dir)
+        self.tolerance = tolerance if tolerance is not None else self._read_tolerance()
+        self.writer = _writer(self.run_dir / "tb")
+
+    def _read_tolerance(self) -> float | None:
+        path = self.run_dir / "sweep.yaml"
+        if not path.is_file():
+            return None
+        import yaml
+
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+            value = (raw.get("collapse") or {}).get("tolerance")
+        except (yaml.YAMLError, AttributeError):
+            return None
+        if value is None:  # sweep.yaml is resolved, but fall back to the config default
+            from sweep.config import CollapseConfig
+
+            value = CollapseConfig().tolerance
+        return float(value)
+
+    def update(self, results: pd.DataFrame) -> None:
+        """Redraw from ``results`` (results.parquet's frame); step = finished trials."""
+        status = results["status"] if "status" in results else None
+        step = int((status != "running").sum()) if status is not None else len(results)
+        self.writer.add_image("sweep/pareto", pareto_image(results, tolerance=self.tolerance),
+                              step, dataformats="HWC")
+        self.writer.add_text("sweep/results", results_markdown(results), step)
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+    def __enter__(self) -> SweepBoard:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def pareto_front(flops: np.ndarray, gap: np.ndarray) -> np.ndarray:
+    """Indices of the non-dominated points (both minimised), sorted by FLOPs."""
+    order = np.lexsort((gap, flops))
+    front, best = [], np.inf
+    for i in order:
+        if gap[i] < best:
+            front.append(i)
+            best = gap[i]
+    return np.array(front, dtype=int)
+
+
+def pareto_image(results: pd.DataFrame, *, tolerance: float | None = None) -> np.ndarray:
+    """The Pareto scatter as an RGB array (H, W, 3), drawn with Agg (no pyplot state)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 4.5), dpi=100)
+    canvas = FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    df, shown = results, 0
+    if {"total_flops", "quality_gap"} <= set(df.columns):
+        x = df["total_flops"].to_numpy(float)
+        y = df["quality_gap"].to_numpy(float)
+        ok = np.isfinite(x) & np.isfinite(y) & (x > 0)
+        shown = int(ok.sum())
+        if "feasible" in df:
+            feasible = df["feasible"].fillna(False).to_numpy(bool)
+        elif "collapsed" in df:
+            feasible = ~df["collapsed"].fillna(True).to_numpy(bool)
+        else:
+            feasible = np.ones(len(df), bool)
+        colour_by = "param.recursion.regime"
+        groups = (df[colour_by].astype(str).to_numpy() if colour_by in df
+                  else np.full(len(df), "trials"))
+        for k, name in enumerate(sorted(set(groups[ok]))):
+            colour = f"C{k % 10}"
+            for mask, marker, suffix in ((feasible, "o", ""), (~feasible, "x", " (collapsed)")):
+                sel = ok & mask & (groups == name)
+                if sel.any():
+                    ax.scatter(x[sel], y[sel], c=colour, marker=marker, label=f"{name}{suffix}")
+        sel = np.flatnonzero(ok & feasible)
+        if len(sel) > 1:
+            front = sel[pareto_front(x[sel], y[sel])]
+            ax.step(x[front], y[front], where="post", color="0.4", lw=1, label="Pareto front")
+        if ok.any():
+            ax.set_xscale("log")
+    if tolerance is not None:
+        ax.axhline(tolerance, color="red", ls="--", lw=1, label=f"tolerance {tolerance:g}")
+    ax.set_xlabel("total FLOPs")
+    ax.set_ylabel("quality gap (relative, real NLL)")
+    ax.set_title(f"{shown} of {len(results)} trials (finite gap and FLOPs)")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+def results_markdown(results: pd.DataFrame, *, limit: int = 200) -> str:
+    """The results table (best quality gap first), at most ``limit`` rows."""
+    first = ["number", "trial_id", "status", "quality_gap", "total_flops", "collapsed", "feasible"]
+    cols = [c for c in first if c in results] + sorted(c for c in results if str(c).startswith("param."))
+    df = results[cols]
+    if "quality_gap" in df:
+        df = df.sort_values("quality_gap", kind="stable", na_position="last")
+    rows = df.head(limit).values.tolist()
+    text = _markdown_table(cols, rows)
+    if len(df) > limit:
+        text += f"\n\n({len(df) - limit} more rows in results.parquet)"
+    return text

@@ -1,0 +1,82 @@
+"""The HTML page of a sweep report: the answer first, then tables, figures, config, versions.
+
+Self-contained: the PNGs are embedded as data URIs, so the page can be mailed or archived.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from pathlib import Path
+from typing import Any
+
+from sweep.analysis.format import fmt_flops, fmt_gap, fmt_value, short_names
+
+
+def _img(path: Path) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(path.stem)}">'
+
+
+def _cell(v: Any, col: str = "") -> str:
+    if isinstance(v, float) and "FLOPs" in col:
+        return fmt_flops(v)
+    if isinstance(v, float):
+        return fmt_gap(v) if "gap" in col else fmt_value(v)
+    if isinstance(v, dict):
+        names = short_names(list(v))
+        return ", ".join(f"{names[k]}={fmt_value(x)}" for k, x in v.items())
+    return "" if v is None else str(v)
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "<p class=note>none</p>"
+    cols = list(rows[0])
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_cell(r.get(c), c))}</td>" for c in cols)
+                   + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _trial_rows(trials: list[dict[str, Any]], **extra: Any) -> list[dict[str, Any]]:
+    return [{**{k: t.get(v) for k, v in extra.items()}, "trial": t.get("trial_id"),
+             "quality gap": t["quality_gap"], "total FLOPs": t["total_flops"],
+             "params": t["params"]} for t in trials]
+
+
+def render_html(name: str, summary: dict[str, Any], figures: list[tuple[str, str, Path]], *,
+                config_text: str, versions: dict[str, str], generated: str) -> str:
+    c = summary["counts"]
+    tol = summary["tolerance"]
+    answer = summary["cheapest_feasible_text"] or "No configuration avoided collapse (yet)."
+    front = sorted(summary["pareto_front"], key=lambda t: t["total_flops"])
+    regimes = [{"regime": k, "feasible": v["feasible"], **_trial_rows([v])[0]}
+               for k, v in summary["best_per_regime"].items()]
+    imp = [{"objective": obj, **{p: f"{x:.2f}" for p, x in vals.items()}}
+           for obj, vals in summary["importance"].items() if vals]
+    figs = "".join(f"<h2>{html.escape(t)}</h2><p class=note>{html.escape(cap)}</p>{_img(p)}"
+                   for t, cap, p in figures)
+    return f"""<!doctype html><html><head><meta charset="utf-8">
+<title>collapse-sweep report: {html.escape(name)}</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:1250px;margin:2em auto;color:#222;
+padding:0 1em}} img{{max-width:100%;border:1px solid #ddd}} table{{border-collapse:collapse;
+font-size:13px;margin:.5em 0}} td,th{{border:1px solid #ccc;padding:3px 8px;text-align:left}}
+th{{background:#f2f2f2}} .answer{{font-size:1.15em;background:#eef7ee;padding:.8em;
+border-left:4px solid #2ca02c}} pre{{background:#f6f6f6;padding:1em;overflow:auto;font-size:12px}}
+.note{{color:#555;font-size:13px}}</style></head><body>
+<h1>Sweep {html.escape(name)}</h1>
+<p>{c['trials']} trials: {c['finished']} finished, {c['failed']} failed, {c['running']} running;
+{c['feasible']} do not collapse (quality gap on {html.escape(str(summary['collapse_metric']))}
+&le; {tol:g}). Generated {html.escape(generated)}. Data: <a href="../results.csv">results.csv</a>,
+<a href="../generations.csv">generations.csv</a>.</p>
+<p class="answer"><b>Cheapest non-collapsing configuration:</b> {html.escape(answer)}</p>
+<h2>Feasible Pareto front (quality gap vs total FLOPs)</h2>{_table(_trial_rows(front))}
+<h2>Best per regime</h2><p class=note>feasible = False: no trial of that regime avoided
+collapse; the lowest-gap one is shown.</p>{_table(regimes)}
+<h2>Parameter importance</h2><p class=note>Optuna fANOVA, from
+{html.escape(str(summary.get('importance_source')))}.</p>{_table(imp)}
+{figs}
+<h2>Exact config (sweep.yaml)</h2><pre>{html.escape(config_text)}</pre>
+<h2>Versions</h2>{_table([versions])}
+</body></html>"""
