@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from sweep.analysis.format import fmt_flops, fmt_gap, fmt_value, short_names
@@ -19,7 +20,7 @@ def print_analysis(summary: dict[str, Any], *, console: Console | None = None) -
     console = console or Console()
     c = summary["counts"]
     tol = summary["tolerance"]
-    console.print(f"[bold]{summary['run_dir']}[/bold]: {c['trials']} trials — {c['finished']} "
+    console.print(f"[bold]{escape(str(summary['run_dir']))}[/bold]: {c['trials']} trials — {c['finished']} "
                   f"finished, {c['failed']} failed, {c['running']} running; {c['feasible']} do "
                   f"not collapse ({summary['collapse_metric']} gap <= {fmt_gap(tol)})")
 
@@ -31,8 +32,8 @@ def print_analysis(summary: dict[str, Any], *, console: Console | None = None) -
         for col in ["trial", "quality gap", "total FLOPs", *[names[p] for p in params]]:
             table.add_column(col, justify="right")
         for t in front:
-            table.add_row(str(t.get("trial_id")), fmt_gap(t["quality_gap"]), fmt_flops(t["total_flops"]),
-                          *[fmt_value(t["params"].get(p, "")) for p in params])
+            table.add_row(escape(str(t.get("trial_id"))), fmt_gap(t["quality_gap"]), fmt_flops(t["total_flops"]),
+                          *[escape(fmt_value(t["params"].get(p, ""))) for p in params])
         console.print(table)
     else:
         console.print("[yellow]no feasible trial yet (none finished without collapsing)[/yellow]")
@@ -43,9 +44,9 @@ def print_analysis(summary: dict[str, Any], *, console: Console | None = None) -
         for col in ("regime", "trial", "quality gap", "total FLOPs", "params"):
             table.add_column(col)
         for regime, t in regimes.items():
-            table.add_row(regime + ("" if t["feasible"] else " *"), str(t.get("trial_id")),
+            table.add_row(escape(regime + ("" if t["feasible"] else " *")), escape(str(t.get("trial_id"))),
                           fmt_gap(t["quality_gap"]), fmt_flops(t["total_flops"]),
-                          _params_text(t["params"], skip=("recursion.regime",)))
+                          escape(_params_text(t["params"], skip=("recursion.regime",))))
         console.print(table)
 
     for objective, imp in summary["importance"].items():
@@ -55,12 +56,12 @@ def print_analysis(summary: dict[str, Any], *, console: Console | None = None) -
             table.add_column("parameter")
             table.add_column("importance", justify="right")
             for name, value in imp.items():
-                table.add_row(name, f"{value:.2f}")
+                table.add_row(escape(name), f"{value:.2f}")
             console.print(table)
 
     if summary["cheapest_feasible_text"]:
         console.print(f"[bold green]cheapest non-collapsing configuration:[/bold green] "
-                      f"{summary['cheapest_feasible_text']}")
+                      f"{escape(summary['cheapest_feasible_text'])}")
     else:
         console.print("[bold yellow]no configuration avoided collapse yet; best per regime above "
                       "lists the closest ones[/bold yellow]")

@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 
 import pandas as pd
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from sweep.config import ChainConfig, ConfigError, dump_config
 from sweep.engine.chain import Chain
 from sweep.files.atomic import write_parquet, write_text
-from sweep.files.checkpoint import load_checkpoint, save_checkpoint
+from sweep.files.checkpoint import CorruptCheckpoint, load_checkpoint, save_checkpoint
 
+#: The checkpoint and generations.parquet are rewritten at most this often (and at the end):
+#: both hold the whole chain, so rewriting them every generation made long analytic chains
+#: (3000 generations of milliseconds each) spend minutes on I/O.
+SAVE_EVERY_S = 2.0
 TABLE_COLUMNS = ("generation", "train_size", "real_nll", "tail_nll", "kl", "var", "mean",
                  "param_error", "gini", "support", "minority_share", "distinct_2",
                  "scorer_agreement", "cumulative_flops")
@@ -35,13 +41,18 @@ def run_chain_command(config: ChainConfig, *, out: Path | None, seed: int | None
     chain = build_chain(config, seed)  # validates the data before anything is written
     out = out or Path("runs") / config.name
     ckpt_dir = out / "checkpoint"
-    if not fresh and (state := load_checkpoint(ckpt_dir)) is not None:
+    try:
+        state = None if fresh else load_checkpoint(ckpt_dir)
+    except CorruptCheckpoint as exc:
+        console.print(f"warning: {escape(str(exc))}: the chain starts from generation 0")
+        state = None
+    if state is not None:
         try:
             chain.load_state_dict(state)
         except ValueError:
             raise ConfigError(f"--out: {out} holds a checkpoint of another config or seed; "
                               "pass --fresh to start over there, or choose another --out") from None
-        console.print(f"resuming from generation {chain.generation} ({ckpt_dir})")
+        console.print(f"resuming from generation {chain.generation} ({escape(str(ckpt_dir))})")
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "config.yaml", dump_config(config))
     logger = None
@@ -55,11 +66,17 @@ def run_chain_command(config: ChainConfig, *, out: Path | None, seed: int | None
                   TimeElapsedColumn(), TimeRemainingColumn(), console=console,
                   transient=True, disable=not console.is_terminal) as bar:
         task = bar.add_task(config.name, total=total, completed=chain.generation, nll="")
-        while not chain.done:
-            row = chain.step(logger.log_generation if logger else None)
-            save_checkpoint(ckpt_dir, chain.state_dict())
-            write_parquet(chain.frame().assign(seed=chain.seed), out / "generations.parquet")
-            bar.update(task, completed=chain.generation, nll=f"real_nll {row['real_nll']:.4g}")
+        saved_at, saved_gen = time.perf_counter(), chain.generation
+        try:
+            while not chain.done:
+                row = chain.step(logger.log_generation if logger else None)
+                if time.perf_counter() - saved_at >= SAVE_EVERY_S:
+                    _save(chain, out, ckpt_dir)
+                    saved_at, saved_gen = time.perf_counter(), chain.generation
+                bar.update(task, completed=chain.generation, nll=f"real_nll {row['real_nll']:.4g}")
+        finally:  # the end, an error or Ctrl-C: what was computed is kept
+            if chain.generation != saved_gen or not (out / "generations.parquet").is_file():
+                _save(chain, out, ckpt_dir)
     summary = chain.summary()
     if logger:
         logger.close(summary)
@@ -69,16 +86,21 @@ def run_chain_command(config: ChainConfig, *, out: Path | None, seed: int | None
     console.print(f"{verdict}: {config.collapse.metric} gap {summary['quality_gap']:+.3g} "
                   f"(tolerance {config.collapse.tolerance:g}, {config.collapse.at}), "
                   f"total {summary['total_flops']:.3g} FLOPs, status {summary['status']}")
-    console.print(f"wrote {out / 'generations.parquet'}")
+    console.print(f"wrote {escape(str(out / 'generations.parquet'))}")
     if logger:
-        console.print(f"tensorboard: tensorboard --logdir {out / 'tb'} --host 127.0.0.1")
+        console.print(f"tensorboard: tensorboard --logdir {escape(str(out / 'tb'))} --host 127.0.0.1")
     return 0
+
+
+def _save(chain: Chain, out: Path, ckpt_dir: Path) -> None:
+    save_checkpoint(ckpt_dir, chain.state_dict())
+    write_parquet(chain.frame().assign(seed=chain.seed), out / "generations.parquet")
 
 
 def generation_table(df: pd.DataFrame, *, title: str, max_rows: int = 25) -> Table:
     """The per-generation table; long chains show evenly spaced generations and the last."""
     cols = [c for c in TABLE_COLUMNS if c in df.columns and df[c].notna().any()]
-    table = Table(title=title)
+    table = Table(title=escape(title))
     for c in cols:
         table.add_column(c, justify="right")
     step = max(1, math.ceil(len(df) / max_rows))

@@ -120,20 +120,37 @@ def _require_run_dir(run_dir: Path) -> Path:
 # --------------------------------------------------------------------------- commands
 def cmd_chain(args: argparse.Namespace) -> int:
     from sweep.cli.chain import run_chain_command
+    from sweep.config.limits import check_memory
+    from sweep.config.paths import check_output_dir
 
+    if args.seed is not None and args.seed < 0:
+        raise ConfigError(f"--seed: must be >= 0, got {args.seed}")
     config = load_config(args.config, args.overrides)
+    check_output_dir(args.out or Path("runs") / config.name, "--out")
+    check_memory(config)
     return run_chain_command(config, out=args.out, seed=args.seed, tensorboard=args.tb,
                              fresh=args.fresh)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from sweep.config.limits import check_memory
+    from sweep.config.paths import check_output_dir
     from sweep.search.space import validate_search
 
     config = load_config(args.config, args.overrides)
-    validate_search(config)  # every search error surfaces before Ray starts
+    if args.name is not None:
+        try:
+            config = load_config(config.model_dump(mode="json"), {"name": args.name})
+        except ConfigError as exc:
+            raise ConfigError(f"--{exc}") from None  # "name: ..." -> "--name: ..."
+    spec = validate_search(config)  # every search error surfaces before Ray starts
+    if "://" not in args.storage:  # run_sweep refuses URLs with its own message
+        check_output_dir(args.storage, "--storage")
+    if args.address is None:  # trials run here: they must fit in this machine's memory
+        check_memory(config, chains=spec.concurrency)
     from sweep.search.driver import run_sweep
 
-    run_dir = run_sweep(config, name=args.name, storage=args.storage, address=args.address,
+    run_dir = run_sweep(config, storage=args.storage, address=args.address,
                         progress=not args.quiet)
     _print_next_steps(run_dir)
     return 0

@@ -22,7 +22,7 @@ def format_validation_error(exc: ValidationError) -> str:
     kind = err["type"]
     ctx = err.get("ctx") or {}
     if kind == "extra_forbidden":
-        parent = _fields_at(loc[:-1])
+        parent = _fields_at([str(p) for p in err["loc"][:-1]])
         allowed = f" (allowed: {', '.join(parent)})" if parent else ""
         return f"{field}: unknown field{allowed}"
     if kind == "union_tag_invalid":
@@ -33,7 +33,10 @@ def format_validation_error(exc: ValidationError) -> str:
     if kind == "value_error":
         msg = str(ctx.get("error", err["msg"]))
         return msg if ":" in msg.split(" ")[0] else f"{field}: {msg}"
-    return f"{field}: {err['msg'].lower()}, got {err.get('input')!r}"
+    if kind == "finite_number":
+        return f"{field}: must be a finite number, got {err.get('input')!r}"
+    msg = err["msg"][:1].lower() + err["msg"][1:]  # keep the case of patterns and values
+    return f"{field}: {msg}, got {err.get('input')!r}"
 
 
 _UNION_TAGS = {"gaussian", "linreg", "categorical", "gmm", "gpt", "truth", "truth-lm", "text"}
@@ -42,19 +45,27 @@ _UNION_TAGS = {"gaussian", "linreg", "categorical", "gmm", "gpt", "truth", "trut
 def _fields_at(loc: list[str]) -> list[str]:
     """Field names of the section at ``loc`` (best effort, for 'allowed' hints)."""
     section: type[BaseModel] | None = ChainConfig
+    annotation: Any = None
     for part in loc:
+        if part in _UNION_TAGS and annotation is not None:  # model.gpt...: the gpt member
+            section = _first_model(annotation, tag=part)
+            continue
         if section is None or part not in section.model_fields:
             return []
-        ann = section.model_fields[part].annotation
-        section = _first_model(ann)
+        annotation = section.model_fields[part].annotation
+        section = _first_model(annotation)
     return list(section.model_fields) if section else []
 
 
-def _first_model(annotation: Any) -> type[BaseModel] | None:
+def _first_model(annotation: Any, *, tag: str | None = None) -> type[BaseModel] | None:
+    """The first pydantic model in ``annotation`` (a union), or its member tagged ``tag``."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
+        if tag is None:
+            return annotation
+        field = annotation.model_fields.get("family") or annotation.model_fields.get("source")
+        return annotation if field is not None and field.default == tag else None
     for arg in getattr(annotation, "__args__", ()) or ():
-        found = _first_model(arg)
+        found = _first_model(arg, tag=tag)
         if found:
             return found
     return None

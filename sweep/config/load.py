@@ -50,10 +50,18 @@ def set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
     p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"config: {p} is a directory, not a YAML file")
     if not p.is_file():
         raise ConfigError(f"config: file not found: {p}")
     try:
-        raw = yaml.safe_load(p.read_text()) or {}
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"config: {p} is not a YAML text file (not UTF-8)") from None
+    except OSError as exc:
+        raise ConfigError(f"config: {p} cannot be read ({exc.strerror})") from None
+    try:
+        raw = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark else ""

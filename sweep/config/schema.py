@@ -9,16 +9,22 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 GPT_SIZES = ("xs", "s", "m", "l", "xl")
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]+")
+NAME_MAX = 100  # a directory name: far below every filesystem's 255-byte limit
+NAME_RULE = "allowed: letters, digits, _ . -; at most 100 characters; not '.' or '..'"
+MAX_SAMPLES = 100_000_000
 LM_SAMPLES = 1000  # default samples_per_generation for family gpt
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # inf / nan are never a sensible size, rate or tolerance: refuse them at the edge.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 # --------------------------------------------------------------------------- model families
@@ -165,7 +171,8 @@ class RecursionConfig(_Strict):
         10, ge=0, le=100_000, description="G: models 0..G are trained (G + 1 rows)."
     )
     samples_per_generation: int = Field(
-        100, ge=2, description="n: examples in each generation's new batch (gpt default: 1000)."
+        100, ge=2, le=MAX_SAMPLES,
+        description="n: examples in each generation's new batch (gpt default: 1000)."
     )
     regime: Literal["replace", "accumulate", "accumulate-subsample"] = Field(
         "replace",
@@ -252,7 +259,8 @@ class CollapseConfig(_Strict):
 class ChainConfig(_Strict):
     """One recursive-training chain."""
 
-    name: str = Field("chain", pattern=r"^[A-Za-z0-9_.-]+$", description="Run name (a directory).")
+    name: str = Field("chain", description="Run name: a directory under the storage "
+                      "(letters, digits, _ . -; at most 100 characters; not '.' or '..').")
     seed: int = Field(0, ge=0, description="Master seed; every random stream derives from it.")
     model: ModelConfig = Field(default_factory=GaussianModel, description="Model family and size.")
     data: DataConfig | None = Field(
@@ -272,6 +280,15 @@ class ChainConfig(_Strict):
     resources: dict[str, float] | None = Field(
         None, description="Per-trial resources for sweeps, e.g. {cpu: 1, gpu: 0.25}."
     )
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_one_path_component(cls, name: str) -> str:
+        if len(name) > NAME_MAX:
+            raise ValueError(f"name: at most {NAME_MAX} characters, got {len(name)} ({NAME_RULE})")
+        if not NAME_PATTERN.fullmatch(name) or name in (".", ".."):
+            raise ValueError(f"name: {name!r} is not a run name ({NAME_RULE})")
+        return name
 
     @model_validator(mode="before")
     @classmethod

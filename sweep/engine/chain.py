@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, ProcessPoolExecutor
 from pathlib import Path
@@ -36,7 +37,7 @@ from sweep.engine.curation import (
 from sweep.engine.flops import generation_flops
 from sweep.engine.metrics import DIRECTION, collapse_summary, nll_metrics, relative_gaps
 from sweep.engine.regimes import Pool, real_part, split_batch, training_set
-from sweep.files.checkpoint import load_checkpoint, save_checkpoint
+from sweep.files.checkpoint import CorruptCheckpoint, load_checkpoint, save_checkpoint
 from sweep.problems.families import Problem, build_model, build_problem, family_stats
 
 GenerationCallback = Callable[[dict[str, Any], dict[str, Any]], None]
@@ -285,7 +286,12 @@ def run_chain(config: ChainConfig | dict | str | Path, *, seed: int | None = Non
     if not isinstance(config, ChainConfig):
         config = load_config(config)
     chain = Chain(config, seed=seed)
-    if checkpoint_dir is not None and (state := load_checkpoint(checkpoint_dir)) is not None:
+    try:
+        state = load_checkpoint(checkpoint_dir) if checkpoint_dir is not None else None
+    except CorruptCheckpoint as exc:
+        warnings.warn(f"{exc}: the chain starts from scratch", stacklevel=2)
+        state = None
+    if state is not None:
         chain.load_state_dict(state)
     while not chain.done:
         chain.step(on_generation)

@@ -1,11 +1,15 @@
-"""Atomic, pickle-free checkpoints of a chain (torch.save of tensors + plain values).
+"""Atomic, pickle-free, checksummed checkpoints of a chain (torch.save of tensors + plain values).
 
 Numpy arrays are stored as tensors so that ``torch.load(..., weights_only=True)`` reads
-the file back; nothing is unpickled that could run code.
+the file back; nothing is unpickled that could run code. The file starts with one line
+holding the SHA-256 of the payload that follows, so a truncated or overwritten file is
+detected (``CorruptCheckpoint``) instead of failing deep inside torch.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import tempfile
 from pathlib import Path
@@ -14,6 +18,11 @@ from typing import Any
 import numpy as np
 
 CHECKPOINT_FILE = "chain.pt"
+_MAGIC = b"collapse-sweep checkpoint sha256="
+
+
+class CorruptCheckpoint(ValueError):
+    """A checkpoint file exists but is damaged (checksum mismatch, truncated, foreign)."""
 
 
 def _to_storable(obj: Any) -> Any:
@@ -42,16 +51,20 @@ def _from_storable(obj: Any) -> Any:
 
 
 def save_checkpoint(directory: str | Path, state: dict[str, Any]) -> Path:
-    """Write ``state`` to ``directory/chain.pt`` atomically (temp file + rename)."""
+    """Write ``state`` to ``directory/chain.pt`` atomically (temp file + rename), checksummed."""
     import torch
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    torch.save(_to_storable(state), buffer)
+    payload = buffer.getvalue()
     target = directory / CHECKPOINT_FILE
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".chain-", suffix=".tmp")
-    os.close(fd)
     try:
-        torch.save(_to_storable(state), tmp)
+        with os.fdopen(fd, "wb") as f:
+            f.write(_MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n")
+            f.write(payload)
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
@@ -60,10 +73,20 @@ def save_checkpoint(directory: str | Path, state: dict[str, Any]) -> Path:
 
 
 def load_checkpoint(directory: str | Path) -> dict[str, Any] | None:
-    """The state saved in ``directory`` or None when there is none."""
+    """The state saved in ``directory``; None when there is none; CorruptCheckpoint if damaged."""
     import torch
 
     path = Path(directory) / CHECKPOINT_FILE
     if not path.is_file():
         return None
-    return _from_storable(torch.load(path, weights_only=True, map_location="cpu"))
+    blob = path.read_bytes()
+    if blob.startswith(_MAGIC):
+        header, _, payload = blob.partition(b"\n")
+        if hashlib.sha256(payload).hexdigest().encode() != header[len(_MAGIC):]:
+            raise CorruptCheckpoint(f"{path}: checksum mismatch (truncated or overwritten)")
+    else:
+        payload = blob  # written before checksums: torch's own format checks only
+    try:
+        return _from_storable(torch.load(io.BytesIO(payload), weights_only=True, map_location="cpu"))
+    except Exception as exc:  # noqa: BLE001 - unreadable or not a checkpoint at all
+        raise CorruptCheckpoint(f"{path}: not a readable checkpoint ({type(exc).__name__})") from None

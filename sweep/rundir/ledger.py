@@ -53,8 +53,11 @@ class Ledger:
         line = (json.dumps(record, default=_json_default) + "\n").encode()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # O_APPEND + one write keeps concurrent writers' lines whole on a local filesystem.
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         try:
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                line = b"\n" + line  # a writer died mid-line: end its torn line, keep ours whole
             os.write(fd, line)
             os.fsync(fd)
         finally:

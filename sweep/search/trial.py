@@ -23,7 +23,7 @@ from typing import Any
 from sweep.config import ChainConfig, dump_config, load_config, trial_config
 from sweep.engine.chain import Chain
 from sweep.files.atomic import write_parquet, write_text
-from sweep.files.checkpoint import load_checkpoint, save_checkpoint
+from sweep.files.checkpoint import CorruptCheckpoint, load_checkpoint, save_checkpoint
 from sweep.rundir.ledger import Ledger
 
 #: report(metrics, checkpoint_dir_or_None) -> None (tune.report in a sweep).
@@ -151,7 +151,7 @@ def run_trial(run_dir: Path, params: dict[str, Any], *, trial_id: str, number: i
     own_ckpt = tdir / "ckpt"
     state = _newest_state([restored, own_ckpt])
     cache = run_dir / "cache" / model0_key(config)
-    shared = load_checkpoint(cache) if state is None else None
+    shared = _load_cache(cache) if state is None else None
     chain = Chain(config, model0_state=(shared or {}).get("model0"))
     seconds, shared_model0 = 0.0, shared is not None
     if state is not None:
@@ -159,6 +159,8 @@ def run_trial(run_dir: Path, params: dict[str, Any], *, trial_id: str, number: i
         seconds = float(state.get("sweep_seconds", 0.0))
         shared_model0 = bool(state.get("shared_model0", False))
         ledger.append("resume", key=key, trial_id=tdir.name, generation=chain.generation)
+    elif first is not None:  # its checkpoints were lost or damaged: the chain starts over
+        ledger.append("resume", key=key, trial_id=tdir.name, generation=0)
     else:
         write_text(tdir / "config.yaml", dump_config(config))
         ledger.append("start", key=key, trial_id=tdir.name, number=number, params=params,
@@ -201,7 +203,7 @@ def run_trial(run_dir: Path, params: dict[str, Any], *, trial_id: str, number: i
             record = finish(_failed_record(exc, chain))
             report(_metrics(record, done=True, generation=chain.generation), None)
             break
-        if chain.generation == 1 and not shared_model0 and load_checkpoint(cache) is None:
+        if chain.generation == 1 and not shared_model0 and _load_cache(cache, warn=False) is None:
             save_checkpoint(cache, {"model0": chain.model0_state})
         payload = {**chain.state_dict(), "shared_model0": shared_model0,
                    "sweep_seconds": seconds + time.perf_counter() - started}
@@ -263,8 +265,33 @@ def _record_reuse(run_dir: Path, ledger: Ledger, record: dict[str, Any], *, tria
 
 
 def _newest_state(dirs: list[Path | None]) -> dict[str, Any] | None:
-    states = [s for d in dirs if d is not None and (s := load_checkpoint(d)) is not None]
-    return max(states, key=lambda s: int(s["generation"]), default=None)
+    """The newest good state among ``dirs``; damaged ones are skipped with one warning."""
+    states, damaged = [], []
+    for d in dirs:
+        try:
+            state = load_checkpoint(d) if d is not None else None
+        except CorruptCheckpoint as exc:
+            damaged.append(str(exc))
+            continue
+        if state is not None:
+            states.append(state)
+    best = max(states, key=lambda s: int(s["generation"]), default=None)
+    if damaged:
+        start = f"generation {int(best['generation'])}" if best else "scratch"
+        print(f"warning: {'; '.join(damaged)}: the trial restarts from {start}", file=sys.stderr)
+    return best
+
+
+def _load_cache(cache: Path, *, warn: bool = True) -> dict[str, Any] | None:
+    """The shared generation-0 entry; a damaged one is removed (and rebuilt by its next user)."""
+    try:
+        return load_checkpoint(cache)
+    except CorruptCheckpoint as exc:
+        if warn:
+            print(f"warning: generation-0 cache entry damaged, rebuilding it: {exc}",
+                  file=sys.stderr)
+        shutil.rmtree(cache, ignore_errors=True)
+        return None
 
 
 def _set_threads(cpus: float) -> None:
