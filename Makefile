@@ -33,7 +33,7 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.run_all
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check sweep models tests benchmarks
+	$(VENV)/bin/ruff check sweep models tests benchmarks deploy
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
