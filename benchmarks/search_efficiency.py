@@ -27,7 +27,7 @@ smallest-n point is optimal and the search question disappears.) Every point is 
 chain seeds once; its objectives are the means (quality_gap, total_flops), so the objective
 is deterministic and the dense grid gives the exact optimum: the cheapest point with mean
 gap <= 0.05. A search is plain Optuna ask/tell in-process (no Ray) over the project's own
-distributions (`SearchSpec.distributions()`) and samplers (`sweep.search.driver._sampler`, configured
+distributions (`SearchSpec.distributions()`) and samplers (`sweep.search.searcher.make_sampler`, configured
 for a sweep of `trials` = budget), objectives (quality_gap, total_flops) minimised, and
 `trial.set_constraint("quality_gap", gap - tolerance)` on every trial, exactly as the Tune
 searcher does. Score of one search = trials until the best feasible trial so far costs <=
@@ -84,9 +84,9 @@ def trials_to_find(config: ChainConfig, sampler_name: str, table: dict[tuple, tu
 
     spec = validate_search(load_config(config.model_dump(mode="json"), overrides={
         "search.sampler": sampler_name, "search.trials": spec_trials or budget}))
-    from sweep.search.driver import _sampler
+    from sweep.search.searcher import make_sampler
 
-    study = optuna.create_study(directions=["minimize", "minimize"], sampler=_sampler(spec, seed))
+    study = optuna.create_study(directions=["minimize", "minimize"], sampler=make_sampler(spec, seed))
     dists = spec.distributions()
     best = math.inf
     for i in range(1, budget + 1):

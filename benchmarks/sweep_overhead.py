@@ -270,7 +270,7 @@ def run(quick: bool) -> list[dict[str, Any]]:
     import sqlalchemy.orm  # noqa: F401
     import torch.utils.tensorboard  # noqa: F401
 
-    from sweep.search.driver import _init_ray
+    from sweep.search.driver import init_ray
 
     # Ray's workers inherit the driver's environment: one BLAS/OpenMP thread per 1-CPU trial
     # (Ray's own default, made explicit).
@@ -278,7 +278,7 @@ def run(quick: bool) -> list[dict[str, Any]]:
     os.environ["OMP_NUM_THREADS"] = "1"
     t0 = time.perf_counter()
     try:
-        started = _init_ray(None)
+        started = init_ray(None)
     finally:
         if saved is None:
             os.environ.pop("OMP_NUM_THREADS", None)

@@ -1,22 +1,48 @@
-"""Shared fixtures: one local Ray per test session (ray.init costs 3-6 s)."""
+"""Shared fixtures: one local Ray per test session (ray.init costs 3-6 s), fault injection."""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
+from tests.faults import ENV as FAULTS_ENV
+from tests.faults import Faults
+
 
 @pytest.fixture(scope="session")
-def ray_session():
-    """A 2-CPU local Ray, started once; tests needing their own cluster use a subprocess."""
+def faults_dir(tmp_path_factory) -> Path:
+    """Where tests write fault plans; every Ray worker of the session reads it (tests.faults)."""
+    return tmp_path_factory.mktemp("faults")
+
+
+@pytest.fixture(scope="session")
+def ray_session(faults_dir):
+    """A 2-CPU local Ray, started once; tests needing their own cluster use a subprocess.
+
+    Its workers run ``tests.faults.install`` at start-up, so a test can make trials fail
+    or kill their worker through the ``faults`` fixture.
+    """
     import ray
 
     # Tune state saved every second (the ledger covers the rest), Ray's own table off.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    root = str(Path(__file__).resolve().parents[1])
+    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
     # Token auth stays on (the default of a local ray.init); no dashboard is started.
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 runtime_env={"worker_process_setup_hook": "tests.faults.install",
+                              "env_vars": {FAULTS_ENV: str(faults_dir), "PYTHONPATH": path}})
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture
+def faults(ray_session, faults_dir):
+    """Fault plans for this test's sweeps (``faults.fail`` / ``faults.kill``), cleared after."""
+    plans = Faults(faults_dir)
+    yield plans
+    plans.clear()

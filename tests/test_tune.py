@@ -19,7 +19,6 @@ import pytest
 from sweep.config import load_config, trial_config
 from sweep.engine.chain import Chain, run_chain
 from sweep.rundir.ledger import Ledger
-from sweep.search.trial import TEST_FAIL_FILE, TEST_KILL_FILE
 
 ROOT = Path(__file__).resolve().parents[1]
 REGIMES = ["replace", "accumulate", "accumulate-subsample"]
@@ -147,17 +146,15 @@ def test_grid_sweep_finds_dense_grid_optimum(ray_session, tmp_path):
     print(f"\ngrid sweep of {n} trials: {wall:.1f} s wall")
 
 
-def test_nsga2_sweep_and_failed_trials(ray_session, tmp_path):
+def test_nsga2_sweep_and_failed_trials(faults, tmp_path):
     """Failing chains are `failed` rows and FAIL in Optuna (never left RUNNING)."""
     from sweep.search.driver import run_sweep
 
     cfg = analytic("fails", sampler="nsga2", trials=10, space={
         "recursion.regime": {"choice": REGIMES},
         "recursion.real_fraction": {"uniform": [0.0, 1.0]}})
-    run_dir = tmp_path / "fails"
-    run_dir.mkdir()
-    (run_dir / TEST_FAIL_FILE).write_text(json.dumps({"recursion.regime": "accumulate"}))
-    run_sweep(cfg, storage=str(tmp_path), progress=False)
+    faults.fail("fails", when={"recursion.regime": "accumulate"}, at_generation=1)
+    run_dir = run_sweep(cfg, storage=str(tmp_path), progress=False)
     df = pd.read_parquet(run_dir / "results.parquet")
     assert len(df) == 10
     bad = df["param.recursion.regime"] == "accumulate"
@@ -171,19 +168,17 @@ def test_nsga2_sweep_and_failed_trials(ray_session, tmp_path):
         assert states[number] == want
 
 
-def test_killed_worker_resumes_from_last_generation(ray_session, tmp_path):
+def test_killed_worker_resumes_from_last_generation(faults, tmp_path):
     from sweep.search.driver import run_sweep
 
     cfg = analytic("killed", trials=2, generations=8, space={
         "recursion.regime": {"choice": ["accumulate"]},
         "recursion.real_fraction": {"grid": [0.0, 0.5]}})
-    run_dir = tmp_path / "killed"
-    run_dir.mkdir()
-    (run_dir / TEST_KILL_FILE).write_text("3")  # each trial SIGKILLs itself after generation 3
-    run_sweep(cfg, storage=str(tmp_path), progress=False)
+    faults.kill("killed", after_generation=3)  # each chain SIGKILLs its worker after generation 3
+    run_dir = run_sweep(cfg, storage=str(tmp_path), progress=False)
     df = pd.read_parquet(run_dir / "results.parquet")
     assert len(df) == 2 and (df["status"] == "finished").all()
-    assert len(list(run_dir.glob("_test_killed_*"))) == 2  # both were killed once
+    assert len(faults.killed("killed")) == 2  # both were killed once
     records = Ledger(run_dir).records()
     assert sorted(r["generation"] for r in records if r["event"] == "resume") == [4, 4]
     assert all(v == 1 for v in Ledger(run_dir).chains_started().values())
@@ -235,7 +230,7 @@ def test_resume_after_driver_kill_runs_each_trial_once(ray_session, tmp_path):
     run_dir = tmp_path / "runs" / "resume"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sweep.search.driver", "run", str(cfg_path), "--storage",
+        [sys.executable, "-m", "sweep", "run", str(cfg_path), "--storage",
          str(tmp_path / "runs"), "--quiet"], cwd=ROOT, env=env, start_new_session=True,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -380,7 +375,7 @@ def test_short_trial_reports_once_but_checkpoints_every_generation(tmp_path, mon
 
 def test_restored_orphans_are_handed_out_again(tmp_path):
     """After a crash, study trials the stale Tune state never saw are suggested first."""
-    from sweep.search.driver import _searcher
+    from sweep.search.searcher import build_searcher
     from sweep.search.space import validate_search
 
     cfg = analytic("orphans", sampler="random", trials=6, space={
@@ -388,7 +383,7 @@ def test_restored_orphans_are_handed_out_again(tmp_path):
     spec = validate_search(cfg)
     run_dir = tmp_path / "orphans"
     run_dir.mkdir()
-    searcher = _searcher(cfg, spec, run_dir)
+    searcher = build_searcher(cfg, spec, run_dir)
     first = searcher.suggest("t0")
     searcher.on_trial_complete("t0", {"quality_gap": 0.01, "total_flops": 10.0, "failed": False})
     ckpt = tmp_path / "searcher.pkl"
@@ -397,7 +392,7 @@ def test_restored_orphans_are_handed_out_again(tmp_path):
     searcher.on_trial_complete("t1", {"quality_gap": 0.5, "total_flops": 5.0, "failed": False})
     lost_running = searcher.suggest("t2")
 
-    restored = _searcher(cfg, spec, run_dir)
+    restored = build_searcher(cfg, spec, run_dir)
     restored.restore(str(ckpt))
     again = [restored.suggest(f"r{i}") for i in range(3)]
     assert [a["__number"] for a in again] == [1, 2, 3]
@@ -411,14 +406,14 @@ def test_restored_orphans_are_handed_out_again(tmp_path):
 
 @pytest.mark.parametrize("sampler", ["nsga2", "tpe", "gp", "random", "grid"])
 def test_every_sampler_asks_and_tells_with_the_constraint(tmp_path, sampler):
-    from sweep.search.driver import _searcher
+    from sweep.search.searcher import build_searcher
     from sweep.search.space import validate_search
 
     space = {"recursion.regime": {"choice": REGIMES},
              "recursion.real_fraction": {"uniform": [0.0, 1.0], "step": 0.5}}
     cfg = analytic(f"s-{sampler}", sampler=sampler, trials=5, space=space)
     spec = validate_search(cfg)
-    searcher = _searcher(cfg, spec, tmp_path)
+    searcher = build_searcher(cfg, spec, tmp_path)
     for i in range(spec.num_trials):
         params = searcher.suggest(f"t{i}")
         gap = params["recursion.real_fraction"] * 0.1

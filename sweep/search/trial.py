@@ -1,8 +1,13 @@
 """One sweep trial without Ray: build the chain, share generation 0, step, record, resume.
 
-``sweep/search/driver.py`` wraps :func:`run_trial` in a Tune function trainable and passes its own
-``report`` callable; everything else (files, ledger, cache, checkpoints) lives here so that
-it can be read and tested without a Ray cluster.
+``sweep.search.driver`` wraps :func:`run_trial` in a Tune function trainable and passes its
+own ``report`` callable; everything else (files, ledger, cache, checkpoints) lives here so
+that it can be read and tested without a Ray cluster. A trial reads as its steps:
+
+    look up the ledger (done already? another trial owns this chain?)
+    open the chain (resume its checkpoint, or start it with a shared generation 0)
+    until done: step one generation, save the checkpoint, report (throttled)
+    finish: the ``done`` record, durable in the ledger before Tune hears of it
 """
 
 from __future__ import annotations
@@ -10,9 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import shutil
-import signal
 import sys
 import tempfile
 import time
@@ -43,10 +46,6 @@ TUNE_CHECKPOINT_EVERY_S = 60.0
 PARQUET_EVERY_S = 10.0
 #: A duplicate trial waits this long without progress of the owning chain before taking over.
 OWNER_STALL_S = 120.0
-#: Tests only: a file with a generation number; the trial SIGKILLs itself once after it.
-TEST_KILL_FILE = "_test_kill_at"
-#: Tests only: JSON {path: value}; a trial whose params match raises at generation 1.
-TEST_FAIL_FILE = "_test_fail_params"
 
 
 def sweep_config(run_dir: Path) -> ChainConfig:
@@ -59,6 +58,193 @@ def model0_key(config: ChainConfig) -> str:
     blob = {"seed": config.seed, "model": dump["model"], "data": dump["data"],
             "n": config.recursion.samples_per_generation}
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def run_trial(run_dir: Path, params: dict[str, Any], *, trial_id: str, number: int,
+              node: str, report: Report, restored: Path | None = None,
+              cpus: float = 1.0) -> dict[str, Any]:
+    """Run (or finish, or look up) the chain of one trial; returns its ledger record."""
+    trial = TrialRun(Path(run_dir), params, trial_id=trial_id, number=number, node=node,
+                     report=report)
+    if (record := trial.recorded_result()) is not None:
+        return record
+    _set_threads(cpus)
+    trial.open_chain(restored)
+    return trial.run()
+
+
+class Throttle:
+    """``due()`` is True at most once every ``every`` seconds (first: after ``every``)."""
+
+    def __init__(self, every: float) -> None:
+        self.every = every
+        self._last = time.perf_counter()
+
+    def due(self) -> bool:
+        now = time.perf_counter()
+        if now - self._last >= self.every:
+            self._last = now
+            return True
+        return False
+
+
+class TrialRun:
+    """The state of one trial while it runs; each method is one step of :func:`run_trial`."""
+
+    def __init__(self, run_dir: Path, params: dict[str, Any], *, trial_id: str, number: int,
+                 node: str, report: Report) -> None:
+        self.run_dir = run_dir
+        self.params = params
+        self.trial_id = trial_id
+        self.number = number
+        self.node = node
+        self.report = report
+        base = sweep_config(run_dir)
+        self.objectives = list((base.search or {}).get("objectives")
+                               or ["quality_gap", "total_flops"])
+        self.config = trial_config(base, params)
+        self.key = self.config.fingerprint()
+        self.ledger = Ledger(run_dir)
+        self.owner: dict[str, Any] | None = None  # the ledger's start record of this chain
+        self.chain: Chain | None = None
+        self.tdir = run_dir / "trials" / trial_id
+        self.seconds_before = 0.0  # run time of earlier attempts (from the checkpoint)
+        self.shared_model0 = False
+        self.record: dict[str, Any] = {}
+        self._started = time.perf_counter()
+
+    # ---------------------------------------------------------------- 1. the ledger
+    def recorded_result(self) -> dict[str, Any] | None:
+        """The chain's result when it is done already or another trial finishes it.
+
+        Done already: before a driver crash, or an earlier trial sampled the same config
+        (NSGA-II crossover does); its result is this trial's result and nothing is rerun.
+        Started by another trial (a duplicate config): wait for its result rather than run
+        the same chain twice; take over (None) only if it stopped making progress.
+        """
+        record = self.ledger.done(self.key)
+        self.owner = self.ledger.started(self.key)
+        if record is None and self.owner is not None and self.owner.get("number") != self.number:
+            record = _wait_for_owner(self.ledger, self.key,
+                                     self.run_dir / "trials" / self.owner["trial_id"] / "ckpt")
+        if record is None:
+            return None
+        _record_reuse(self.run_dir, self.ledger, record, trial_id=self.trial_id,
+                      number=self.number)
+        self.report(_metrics(record, done=True, generation=record.get("generations_run", 0)), None)
+        return record
+
+    # ---------------------------------------------------------------- 2. the chain
+    def open_chain(self, restored: Path | None) -> Chain:
+        """Resume the newest checkpoint (Tune's or the trial's own), else start the chain
+        with generation 0 from the cache when another trial has fit it already."""
+        if self.owner is not None:  # a restarted (or taken-over) chain keeps its directory
+            self.tdir = self.run_dir / "trials" / self.owner["trial_id"]
+        state = _newest_state([restored, self.ckpt_dir])
+        shared = _load_cache(self.cache_dir) if state is None else None
+        self.chain = Chain(self.config, model0_state=(shared or {}).get("model0"))
+        self.shared_model0 = shared is not None
+        if state is not None:
+            self.chain.load_state_dict(state)
+            self.seconds_before = float(state.get("sweep_seconds", 0.0))
+            self.shared_model0 = bool(state.get("shared_model0", False))
+            self.ledger.append("resume", key=self.key, trial_id=self.tdir.name,
+                               generation=self.chain.generation)
+        elif self.owner is not None:  # its checkpoints were lost or damaged: it starts over
+            self.ledger.append("resume", key=self.key, trial_id=self.tdir.name, generation=0)
+        else:
+            write_text(self.tdir / "config.yaml", dump_config(self.config))
+            self.ledger.append("start", key=self.key, trial_id=self.tdir.name, number=self.number,
+                               params=self.params, seed=self.config.seed, node=self.node)
+        return self.chain
+
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.tdir / "ckpt"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.run_dir / "cache" / model0_key(self.config)
+
+    # ---------------------------------------------------------------- 3. the generations
+    def run(self) -> dict[str, Any]:
+        """Step the chain to its end (or its first error); returns the done record."""
+        chain = self._chain()
+        logger = _ChainLogger(self.tdir / "tb", config=self.config, params=self.params)
+        self._started = time.perf_counter()
+        reports, tune_ckpts, frames = (Throttle(REPORT_EVERY_S), Throttle(TUNE_CHECKPOINT_EVERY_S),
+                                       Throttle(PARQUET_EVERY_S))
+        while not chain.done:
+            try:
+                self.step(logger)
+            except Exception as exc:  # noqa: BLE001 - the chain's own error: a failed trial
+                self.finish(_failed_record(exc, chain))
+                self.report(_metrics(self.record, done=True, generation=chain.generation), None)
+                break
+            payload = self.save()
+            self.record = _final_record(chain, objectives=self.objectives)
+            if chain.done:
+                self.finish(self.record)
+            elif frames.due():
+                self.write_frame()
+            if chain.done or reports.due():
+                self.report_progress(payload, with_checkpoint=not chain.done and tune_ckpts.due())
+        if "key" not in self.record:  # restored a finished chain whose end was not recorded yet
+            self.finish(_final_record(chain, objectives=self.objectives))
+            self.report(_metrics(self.record, done=True, generation=chain.generation - 1), None)
+        logger.close(self.record)  # the logger picks the final metrics it knows
+        return self.record
+
+    def step(self, logger: _ChainLogger) -> None:
+        """One generation; generation 0 goes to the cache for the trials that share it."""
+        chain = self._chain()
+        chain.step(on_generation=logger.log_generation)
+        if (chain.generation == 1 and not self.shared_model0
+                and _load_cache(self.cache_dir, warn=False) is None):
+            save_checkpoint(self.cache_dir, {"model0": chain.model0_state})
+
+    def save(self) -> dict[str, Any]:
+        """The trial's own checkpoint, every generation: a killed trial loses at most one."""
+        payload = {**self._chain().state_dict(), "shared_model0": self.shared_model0,
+                   "sweep_seconds": self.elapsed()}
+        save_checkpoint(self.ckpt_dir, payload)
+        return payload
+
+    def report_progress(self, payload: dict[str, Any], *, with_checkpoint: bool) -> None:
+        chain = self._chain()
+        metrics = _metrics(self.record, done=chain.done, generation=chain.generation - 1)
+        if not with_checkpoint:
+            self.report(metrics, None)
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            save_checkpoint(tmp, payload)
+            self.report(metrics, Path(tmp))
+
+    def write_frame(self) -> None:
+        frame = self._chain().frame()
+        frame.insert(0, "seed", self.config.seed)
+        write_parquet(frame, self.tdir / "generations.parquet")
+
+    # ---------------------------------------------------------------- 4. the record
+    def finish(self, record: dict[str, Any]) -> dict[str, Any]:
+        """Complete the record, write the frame, and append ``done`` to the ledger."""
+        record.update(key=self.key, trial_id=self.tdir.name, number=self.number,
+                      params=self.params, seed=self.config.seed, node=self.node,
+                      seconds=self.elapsed(), shared_model0=self.shared_model0,
+                      model0_key=model0_key(self.config))
+        if self._chain().rows:
+            self.write_frame()
+        self.ledger.append("done", **record)  # durable before Tune (and Optuna) hear of it
+        self.record = record
+        return record
+
+    def elapsed(self) -> float:
+        return self.seconds_before + time.perf_counter() - self._started
+
+    def _chain(self) -> Chain:
+        if self.chain is None:
+            raise RuntimeError("TrialRun: open_chain() first")
+        return self.chain
 
 
 def _final_record(chain: Chain, *, objectives: list[str]) -> dict[str, Any]:
@@ -87,7 +273,7 @@ def _metrics(record: dict[str, Any], *, done: bool, generation: int) -> dict[str
 
 
 class _ChainLogger:
-    """sweep.observe.board.ChainLogger when that module works; a logging failure never stops a chain."""
+    """The TensorBoard ChainLogger; a logging failure never stops a chain."""
 
     def __init__(self, log_dir: Path, *, config: ChainConfig, params: dict[str, Any]) -> None:
         self._inner: Any = None
@@ -95,7 +281,7 @@ class _ChainLogger:
             from sweep.observe.board import ChainLogger
 
             self._inner = ChainLogger(log_dir, config=config, params=params)
-        except Exception as exc:  # noqa: BLE001 - absent module or TB problem: no TB events
+        except Exception as exc:  # noqa: BLE001 - a TB problem: no TB events
             self._warn(exc)
 
     def log_generation(self, row: dict[str, Any], details: dict[str, Any]) -> None:
@@ -115,119 +301,7 @@ class _ChainLogger:
 
     @staticmethod
     def _warn(exc: Exception) -> None:
-        if not isinstance(exc, ModuleNotFoundError):
-            print(f"chain logger disabled: {type(exc).__name__}: {exc}", file=sys.stderr)
-
-
-def run_trial(run_dir: Path, params: dict[str, Any], *, trial_id: str, number: int,
-              node: str, report: Report, restored: Path | None = None,
-              cpus: float = 1.0) -> dict[str, Any]:
-    """Run (or finish, or look up) the chain of one trial; returns its ledger record."""
-    run_dir = Path(run_dir)
-    base = sweep_config(run_dir)
-    objectives = list((base.search or {}).get("objectives") or ["quality_gap", "total_flops"])
-    config = trial_config(base, params)
-    key = config.fingerprint()
-    ledger = Ledger(run_dir)
-
-    if (record := ledger.done(key)) is not None:
-        # Done already: before a driver crash, or an earlier trial sampled the same config
-        # (NSGA-II crossover does). Its result is this trial's result; nothing is rerun.
-        _record_reuse(run_dir, ledger, record, trial_id=trial_id, number=number)
-        report(_metrics(record, done=True, generation=record.get("generations_run", 0)), None)
-        return record
-
-    first = ledger.started(key)
-    if first is not None and first.get("number") != number:
-        # Another trial (a duplicate config) owns this chain: wait for its result rather
-        # than run the same chain twice; take over only if it stopped making progress.
-        record = _wait_for_owner(ledger, key, run_dir / "trials" / first["trial_id"] / "ckpt")
-        if record is not None:
-            _record_reuse(run_dir, ledger, record, trial_id=trial_id, number=number)
-            report(_metrics(record, done=True, generation=record.get("generations_run", 0)), None)
-            return record
-    _set_threads(cpus)
-    tdir = run_dir / "trials" / (first["trial_id"] if first else trial_id)
-    own_ckpt = tdir / "ckpt"
-    state = _newest_state([restored, own_ckpt])
-    cache = run_dir / "cache" / model0_key(config)
-    shared = _load_cache(cache) if state is None else None
-    chain = Chain(config, model0_state=(shared or {}).get("model0"))
-    seconds, shared_model0 = 0.0, shared is not None
-    if state is not None:
-        chain.load_state_dict(state)
-        seconds = float(state.get("sweep_seconds", 0.0))
-        shared_model0 = bool(state.get("shared_model0", False))
-        ledger.append("resume", key=key, trial_id=tdir.name, generation=chain.generation)
-    elif first is not None:  # its checkpoints were lost or damaged: the chain starts over
-        ledger.append("resume", key=key, trial_id=tdir.name, generation=0)
-    else:
-        write_text(tdir / "config.yaml", dump_config(config))
-        ledger.append("start", key=key, trial_id=tdir.name, number=number, params=params,
-                      seed=config.seed, node=node)
-    logger = _ChainLogger(tdir / "tb", config=config, params=params)
-    kill_at = _test_kill_generation(run_dir, key)
-    fail = _test_fail(run_dir, params)
-    started = time.perf_counter()
-    last = {"report": started, "tune_ckpt": started, "parquet": started}
-
-    def due(what: str, every: float) -> bool:
-        now = time.perf_counter()
-        if now - last[what] >= every:
-            last[what] = now
-            return True
-        return False
-
-    def write_frame() -> None:
-        frame = chain.frame()
-        frame.insert(0, "seed", config.seed)
-        write_parquet(frame, tdir / "generations.parquet")
-
-    def finish(record: dict[str, Any]) -> dict[str, Any]:
-        elapsed = seconds + time.perf_counter() - started
-        record.update(key=key, trial_id=tdir.name, number=number, params=params,
-                      seed=config.seed, node=node, seconds=elapsed,
-                      shared_model0=shared_model0, model0_key=model0_key(config))
-        if chain.rows:
-            write_frame()
-        ledger.append("done", **record)  # durable before Tune (and Optuna) hear of it
-        return record
-
-    record: dict[str, Any] = {}
-    while not chain.done:
-        try:
-            if fail and chain.generation == 1:
-                raise RuntimeError("test failure (_test_fail_params)")
-            chain.step(on_generation=logger.log_generation)
-        except Exception as exc:  # noqa: BLE001 - the chain's own error: a failed trial
-            record = finish(_failed_record(exc, chain))
-            report(_metrics(record, done=True, generation=chain.generation), None)
-            break
-        if chain.generation == 1 and not shared_model0 and _load_cache(cache, warn=False) is None:
-            save_checkpoint(cache, {"model0": chain.model0_state})
-        payload = {**chain.state_dict(), "shared_model0": shared_model0,
-                   "sweep_seconds": seconds + time.perf_counter() - started}
-        save_checkpoint(own_ckpt, payload)  # a killed trial loses at most the next generation
-        record = _final_record(chain, objectives=objectives)
-        if chain.done:
-            record = finish(record)
-        elif due("parquet", PARQUET_EVERY_S):
-            write_frame()
-        if chain.done or due("report", REPORT_EVERY_S):
-            metrics = _metrics(record, done=chain.done, generation=chain.generation - 1)
-            if not chain.done and due("tune_ckpt", TUNE_CHECKPOINT_EVERY_S):
-                with tempfile.TemporaryDirectory() as tmp:
-                    save_checkpoint(tmp, payload)
-                    report(metrics, Path(tmp))
-            else:
-                report(metrics, None)
-        if kill_at is not None and chain.generation - 1 == kill_at and not chain.done:
-            _kill_self_once(run_dir, key)
-    if "key" not in record:  # restored a finished chain whose end was not recorded yet
-        record = finish(_final_record(chain, objectives=objectives))
-        report(_metrics(record, done=True, generation=chain.generation - 1), None)
-    logger.close(record)  # the logger picks the final metrics it knows
-    return record
+        print(f"chain logger disabled: {type(exc).__name__}: {exc}", file=sys.stderr)
 
 
 def _wait_for_owner(ledger: Ledger, key: str, ckpt_dir: Path, *,
@@ -299,24 +373,3 @@ def _set_threads(cpus: float) -> None:
     import torch
 
     torch.set_num_threads(max(1, int(cpus)))
-
-
-def _test_kill_generation(run_dir: Path, key: str) -> int | None:
-    path = run_dir / TEST_KILL_FILE
-    if not path.is_file() or (run_dir / f"_test_killed_{key}").exists():
-        return None
-    return int(path.read_text().strip())
-
-
-def _test_fail(run_dir: Path, params: dict[str, Any]) -> bool:
-    path = run_dir / TEST_FAIL_FILE
-    if not path.is_file():
-        return False
-    want = json.loads(path.read_text())
-    return all(params.get(k) == v for k, v in want.items())
-
-
-def _kill_self_once(run_dir: Path, key: str) -> None:
-    (run_dir / f"_test_killed_{key}").write_text(str(os.getpid()))
-    time.sleep(0.5)  # let the driver take the reported checkpoint first
-    os.kill(os.getpid(), signal.SIGKILL)

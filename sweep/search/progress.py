@@ -1,0 +1,217 @@
+"""The driver-side Tune callback of a sweep: results, the sweep board, a status line.
+
+As trials finish it rewrites ``results.parquet`` / ``sweep_summary.json`` (at most every
+``REFRESH_EVERY_S``) and the TensorBoard Pareto board (``BOARD_EVERY_S``), records trial
+errors in the ledger, prunes the checkpoints of finished trials, and (``progress=True``)
+shows one rich status line.
+
+Tune pickles its ``RunConfig`` (this callback included) into the run's ``tuner.pkl`` and a
+resumed sweep gets that copy back; so the callback holds only plain, picklable settings
+(``SweepSettings``) and opens its handles (the live line, the board) in ``setup``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from ray.tune import Callback
+
+from sweep.config import ChainConfig, ConfigError, trial_config
+from sweep.rundir.ledger import Ledger
+from sweep.rundir.results import (
+    OK_STATUSES,
+    best_feasible,
+    results_frame,
+    sweep_summary,
+    write_results,
+    write_summary,
+)
+from sweep.search.space import SearchSpec
+
+PRUNE_AFTER_S = 30.0  # a finished trial's Tune checkpoints are deleted after this long
+# results.parquet, summary.json and the sweep's TensorBoard board (a matplotlib Pareto plot)
+# are redrawn at most this often while trials finish, and at the end: the driver shares the
+# CPUs with the trials, and redrawing after every short trial cost more than the trial.
+REFRESH_EVERY_S = 5.0
+BOARD_EVERY_S = 30.0  # the Pareto image in RUN_DIR/tb: ~0.5 s of driver CPU per drawing
+STATUS_EVERY_S = 1.0  # the status line is redrawn at most this often between refreshes
+
+
+@dataclass(frozen=True)
+class SweepSettings:
+    """What the driver tells its callback: the sweep, where it lives, whether to draw."""
+
+    config: ChainConfig
+    spec: SearchSpec
+    run_dir: Path
+    progress: bool | None
+    """Draw the status line; None: when stderr is a terminal."""
+
+    def results(self) -> pd.DataFrame:
+        return results_frame(self.run_dir, space=list(self.spec.space),
+                             objectives=list(self.spec.objectives))
+
+
+def write_sweep_results(settings: SweepSettings, *, wall_seconds: float) -> pd.DataFrame:
+    """results.parquet/.csv and sweep_summary.json from the ledger; returns the frame."""
+    df = settings.results()
+    write_results(settings.run_dir, df)
+    write_summary(settings.run_dir, sweep_summary(
+        df, tolerance=settings.config.collapse.tolerance, wall_seconds=wall_seconds))
+    return df
+
+
+class SweepProgress(Callback):
+    """Driver-side: results.parquet + SweepBoard as trials finish, a rich status line."""
+
+    def __init__(self, settings: SweepSettings) -> None:
+        self.settings = settings
+        self._reset()
+
+    def _reset(self) -> None:
+        self._done_dirs: list[tuple[float, str | None]] = []
+        self._stale = False  # trials finished since results.parquet was last written
+        self._refreshed = self._drawn = self._rendered = 0.0
+        self._started = time.time()
+        self._done_before = 0
+        self._live: Any = None
+        self._board: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # No open handles in tuner.pkl, and no display choice: the copy a resumed sweep gets
+        # back draws the status line when stderr is a terminal.
+        return {"settings": replace(self.settings, progress=None)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.settings = state["settings"]
+        self._reset()
+
+    # ---------------------------------------------------------------- Tune hooks
+    def setup(self, **info: Any) -> None:
+        self._reset()
+        self._done_before = int((self.settings.results()["status"] != "running").sum())
+        progress = self.settings.progress
+        if progress is None:
+            progress = sys.stderr.isatty()
+        if progress:
+            from rich.console import Console
+            from rich.live import Live
+
+            self._live = Live(console=Console(stderr=True), auto_refresh=False, transient=False)
+            self._live.start()
+        try:
+            from sweep.observe.board import SweepBoard
+
+            self._board = SweepBoard(self.settings.run_dir)
+        except Exception as exc:  # noqa: BLE001 - the board is optional; a sweep goes on
+            print(f"sweep board disabled: {type(exc).__name__}: {exc}", file=sys.stderr)
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
+                        **info: Any) -> None:
+        if time.time() - self._rendered > STATUS_EVERY_S:
+            self._render(trials)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._done_dirs.append((time.time(), trial.path))
+        self._stale = True
+        self._maybe_refresh(trials)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        params = {k: v for k, v in trial.config.items() if not k.startswith("__")}
+        try:
+            key = trial_config(self.settings.config, params).fingerprint()
+        except ConfigError:
+            key = trial.trial_id
+        Ledger(self.settings.run_dir).append(
+            "error", key=key, trial_id=trial.trial_id, params=params,
+            number=int(trial.config.get("__number", -1)), error=str(trial.error_file or ""))
+        self._stale = True
+        self._maybe_refresh(trials)
+
+    def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+        self.prune(older_than=PRUNE_AFTER_S)
+        self._maybe_refresh(trials)
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        self.prune(older_than=0.0)
+        self._refresh(trials, final=True)
+        if self._live is not None:
+            self._live.stop()
+        if self._board is not None:
+            self._board.close()
+
+    # ---------------------------------------------------------------- the work
+    def prune(self, *, older_than: float) -> None:
+        """Delete the Tune checkpoints of trials finished more than ``older_than`` s ago.
+
+        Tune keeps every checkpoint while a trial runs: its saved experiment state (a second
+        or more old) may name any of them, and a resumed trial whose named checkpoint was
+        deleted cannot restart. Once a trial has been finished for a while, the state says
+        so and its checkpoints (the ledger has the result) go.
+        """
+        now = time.time()
+        keep = []
+        for finished, path in self._done_dirs:
+            if now - finished < older_than:
+                keep.append((finished, path))
+            elif path and os.path.isdir(path):
+                for ckpt in Path(path).glob("checkpoint_*"):
+                    shutil.rmtree(ckpt, ignore_errors=True)
+        self._done_dirs = keep
+
+    def _maybe_refresh(self, trials: list) -> None:
+        if self._stale and time.time() - self._refreshed >= REFRESH_EVERY_S:
+            self._refresh(trials)
+
+    def _refresh(self, trials: list, *, final: bool = False) -> None:
+        self._stale, self._refreshed = False, time.time()
+        df = write_sweep_results(self.settings, wall_seconds=time.time() - self._started)
+        if self._board is not None and (final or time.time() - self._drawn >= BOARD_EVERY_S):
+            self._drawn = time.time()
+            try:
+                self._board.update(df)
+            except Exception as exc:  # noqa: BLE001 - a plot must not stop a sweep
+                print(f"sweep board: {exc}", file=sys.stderr)
+        self._render(trials, df)
+
+    def _render(self, trials: list, df: pd.DataFrame | None = None) -> None:
+        self._rendered = time.time()
+        if self._live is None:
+            return
+        from rich.text import Text
+
+        self._live.update(Text.from_markup(self.status_line(trials, df)), refresh=True)
+
+    def status_line(self, trials: list, df: pd.DataFrame | None = None) -> str:
+        """``name trials d/t done, r running, f failed | elapsed ETA | best feasible``."""
+        cfg, spec = self.settings.config, self.settings.spec
+        if df is None:
+            df = self.settings.results()
+        total = spec.num_trials
+        done = int((df["status"] != "running").sum())
+        failed = int((~df["status"].isin([*OK_STATUSES, "running"])).sum())
+        running = sum(1 for t in trials if t.status == "RUNNING")
+        elapsed = time.time() - self._started
+        new = max(done - self._done_before, 0)
+        eta = elapsed / new * max(total - done, 0) if new else float("nan")
+        best = best_feasible(df, tolerance=cfg.collapse.tolerance)
+        best_txt = "none yet" if best is None else (
+            f"#{int(best['number'])} gap {best['quality_gap']:.3f} flops "
+            f"{best['total_flops']:.3g} " + " ".join(
+                f"{k.rsplit('.', 1)[-1]}={_short(v)}" for k, v in best.items()
+                if str(k).startswith("param.")))
+        return (f"[bold]{cfg.name}[/] trials {done}/{total} done, {running} running, "
+                f"{failed} failed | elapsed {elapsed:.0f}s ETA "
+                f"{'?' if math.isnan(eta) else f'{eta:.0f}s'} | best feasible: {best_txt}")
+
+
+def _short(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)

@@ -1,0 +1,148 @@
+"""The Optuna side of a sweep: samplers and the constrained, crash-safe OptunaSearch.
+
+``build_searcher(config, spec, run_dir)`` returns the searcher a sweep hands to Tune. It asks
+and tells the study ``RUN_DIR/optuna.db`` (study name = run name) and adds what plain
+``OptunaSearch`` lacks:
+
+- the feasibility constraint ``quality_gap - tolerance <= 0`` on every finished trial;
+- FAIL for a failed, diverged or non-finite trial (Optuna never leaves it RUNNING);
+- after a crash, study trials that Tune's saved state never heard of are handed out again
+  before new ones are asked (``adopt_orphans``), so every trial runs exactly once.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+from ray.tune.search.optuna import OptunaSearch
+
+from sweep.config import ChainConfig
+from sweep.files.atomic import write_text
+from sweep.search.space import SearchSpec
+
+#: RUN_DIR/<this>: the study's first trial number of this sweep (a resume adopts from there).
+FIRST_NUMBER_FILE = "first_trial_number"
+#: The constraint's name in Optuna (system attribute ``constraints:<name>``).
+CONSTRAINT = "quality_gap"
+
+
+def make_sampler(spec: SearchSpec, seed: int) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler named by ``search.sampler``, seeded."""
+    s = optuna.samplers
+    if spec.sampler == "grid":
+        return s.GridSampler(spec.grid_values(), seed=seed)
+    if spec.sampler == "tpe":
+        # constant_liar: trials still running count as bad guesses, so that parallel
+        # workers do not all get the same suggestion.
+        return s.TPESampler(seed=seed, multivariate=True, constant_liar=True,
+                            n_startup_trials=min(10, spec.trials // 3 + 1))
+    if spec.sampler == "gp":
+        return s.GPSampler(seed=seed, n_startup_trials=min(10, spec.trials // 3 + 1))
+    if spec.sampler == "random":
+        return s.RandomSampler(seed=seed)
+    return s.NSGAIISampler(seed=seed, population_size=max(4, min(50, spec.trials // 4)))
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value) and abs(value) < 1e299
+
+
+class ConstrainedOptunaSearch(OptunaSearch):
+    """OptunaSearch + the feasibility constraint, FAIL for failed chains, crash recovery.
+
+    The study and its storage are this object's own (``study``, ``storage``): the
+    searcher asks and tells through them, not through OptunaSearch's private copies.
+    """
+
+    def __init__(self, *, space: dict[str, Any], objectives: dict[str, str],
+                 sampler: optuna.samplers.BaseSampler, study_name: str,
+                 storage: optuna.storages.BaseStorage, tolerance: float, first_number: int,
+                 adopt_orphans: bool = False) -> None:
+        super().__init__(space=space, metric=list(objectives), mode=list(objectives.values()),
+                         sampler=sampler, study_name=study_name, storage=storage)
+        self.tolerance = tolerance
+        self.first_number = first_number
+        self.adopting = adopt_orphans
+        self.storage = storage
+        self.study_name = study_name
+
+    @property
+    def study(self) -> optuna.Study:
+        return self._ot_study
+
+    # ---------------------------------------------------------------- Tune's searcher API
+    def restore(self, checkpoint_path: str) -> None:
+        super().restore(checkpoint_path)
+        self.adopting = True
+        # The pickled sampler's RNG is as old as Tune's last save: without a reseed it
+        # replays the configs of the trials asked after it (already in the study).
+        self.study.sampler.reseed_rng()
+
+    def suggest(self, trial_id: str) -> dict | None:
+        if self.adopting and trial_id not in self._ot_trials:
+            self._adopt_orphan(trial_id)
+        params = super().suggest(trial_id)
+        if params is not None:
+            params["__number"] = self._ot_trials[trial_id].number
+        return params
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None,
+                          error: bool = False) -> None:
+        ot_trial = self._ot_trials.get(trial_id)
+        if ot_trial is None or trial_id in self._completed_trials:
+            return
+        stored = self.storage.get_trial(ot_trial._trial_id)
+        if stored.state.is_finished():  # told before a crash; nothing to tell again
+            self._completed_trials.add(trial_id)
+            return
+        if error or not result or result.get("failed") or not all(
+                _finite(result.get(m)) for m in self.metric):
+            self.study.tell(ot_trial, state=TrialState.FAIL)
+            self._completed_trials.add(trial_id)
+            return
+        if f"constraints:{CONSTRAINT}" not in stored.system_attrs:  # set before a crash?
+            ot_trial.set_constraint(CONSTRAINT, float(result["quality_gap"]) - self.tolerance)
+        super().on_trial_complete(trial_id, result, error)
+
+    # ---------------------------------------------------------------- crash recovery
+    def _orphans(self) -> list[FrozenTrial]:
+        """This sweep's study trials that no Tune trial holds (asked before a crash)."""
+        held = {t.number for t in self._ot_trials.values()}
+        return [t for t in self.study.get_trials(deepcopy=False)
+                if t.number >= self.first_number and t.number not in held]
+
+    def _adopt_orphan(self, trial_id: str) -> None:
+        orphans = self._orphans()
+        if not orphans:
+            self.adopting = False  # none left: ask the sampler from now on
+            return
+        self._ot_trials[trial_id] = optuna.trial.Trial(self.study, orphans[0]._trial_id)
+
+
+def build_searcher(config: ChainConfig, spec: SearchSpec, run_dir: Path, *,
+                   resume: bool = False) -> ConstrainedOptunaSearch:
+    """The searcher of the sweep in ``run_dir``.
+
+    A new sweep records the study's first trial number of this sweep (an existing study
+    under the same name is extended); ``resume=True`` reads it back and adopts the study
+    trials that were asked but never reached Tune's saved state.
+    """
+    storage = optuna.storages.RDBStorage(f"sqlite:///{run_dir.resolve() / 'optuna.db'}")
+    marker = run_dir / FIRST_NUMBER_FILE
+    if resume and marker.is_file():
+        first = int(marker.read_text())
+    else:
+        try:
+            first = len(optuna.load_study(study_name=config.name, storage=storage).trials)
+        except KeyError:
+            first = 0
+        write_text(marker, str(first))
+    seed = spec.sampler_seed if spec.sampler_seed is not None else config.seed
+    return ConstrainedOptunaSearch(
+        space=spec.distributions(), objectives=dict(spec.objectives),
+        sampler=make_sampler(spec, seed), study_name=config.name, storage=storage,
+        tolerance=config.collapse.tolerance, first_number=first, adopt_orphans=resume)
