@@ -7,10 +7,12 @@ field and what is allowed, nothing written. The sweep tests use a 4-trial Gaussi
 from __future__ import annotations
 
 import io
+import json
 import os
 import shlex
 from pathlib import Path
 
+import optuna
 import pandas as pd
 import pytest
 from rich.console import Console
@@ -132,6 +134,62 @@ def test_torn_ledger_line_does_not_swallow_the_next_record(tmp_path):
         f.write('{"event": "done", "key": "a", "trial_')
     ledger.append("done", key="b", trial_id="t1", number=1)
     assert [(r["event"], r["key"]) for r in ledger.records()] == [("start", "a"), ("done", "b")]
+
+
+# --------------------------------------------------------------------------- sweeps
+def _run(args: str, capsys) -> tuple[int, str, str]:
+    code = main(shlex.split(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture
+def tiny_run(ray_session, tmp_path, monkeypatch, capsys):
+    """A finished 4-trial sweep in ./runs/tiny (cwd = tmp_path, relative paths as typed)."""
+    monkeypatch.chdir(tmp_path)
+    _tiny_yaml(tmp_path / "tiny.yaml")
+    code, out, err = _run("run tiny.yaml --storage runs --quiet", capsys)
+    assert code == 0, err
+    return Path("runs/tiny")
+
+
+def _answer(run_dir: Path) -> dict:
+    """What `analyze` answers, without trial ids (they differ between runs)."""
+    from sweep.analysis.core import load_sweep, summarize
+
+    s = summarize(load_sweep(run_dir))
+    strip = lambda t: None if t is None else {k: t[k] for k in ("params", "quality_gap", "total_flops")}  # noqa: E731
+    return {"counts": s["counts"], "cheapest": strip(s.get("cheapest_feasible")),
+            "front": sorted(json.dumps(strip(t), sort_keys=True) for t in s["pareto_front"])}
+
+
+def _study(run_dir: Path) -> optuna.Study:
+    name = load_config(run_dir / "sweep.yaml").name
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{run_dir / 'optuna.db'}")
+
+
+
+def test_ledger_is_the_source_of_truth(tiny_run, capsys):
+    """Item 5: a corrupt parquet is rebuilt from the ledger; a lost ledger is refused, never
+    under-counted (`resume` rebuilds it: test_resume_rebuilds_a_lost_ledger)."""
+    answer = _answer(tiny_run)
+    csv_before = pd.read_csv(tiny_run / "results.csv")
+    (tiny_run / "results.parquet").write_bytes(b"PAR1 not really")
+    assert _answer(tiny_run) == answer
+    (tiny_run / "results.csv").write_text("trial_id,status\nx,running\n")
+    code, out, err = _run(f"report {tiny_run}", capsys)
+    assert code == 0, err
+    pd.testing.assert_frame_equal(pd.read_csv(tiny_run / "results.csv"), csv_before)
+    assert len(pd.read_parquet(tiny_run / "results.parquet")) == 4
+
+    lines = (tiny_run / "ledger.jsonl").read_text().splitlines(keepends=True)
+    (tiny_run / "ledger.jsonl").write_text("".join(lines[: len(lines) // 2]))
+    code, out, err = _run(f"analyze {tiny_run}", capsys)
+    assert code == 2 and err.count("\n") == 1, err
+    assert "ledger.jsonl" in err and f"collapse-sweep resume {tiny_run}" in err
+    (tiny_run / "ledger.jsonl").unlink()
+    code, out, err = _run(f"analyze {tiny_run}", capsys)
+    assert code == 2 and "ledger.jsonl" in err, err
 
 
 # --------------------------------------------------------------------------- item 9

@@ -7,6 +7,7 @@ front (``complete``).
 
 from __future__ import annotations
 
+import shlex
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,9 @@ import numpy as np
 import pandas as pd
 
 from sweep.config import ChainConfig, ConfigError, load_config
+from sweep.rundir.integrity import ledger_problem
+from sweep.rundir.ledger import LEDGER_FILE
+from sweep.rundir.results import results_frame, write_results
 
 OK_STATUS = ("finished", "stopped_collapsed")
 DEFAULT_OBJECTIVES = {"quality_gap": "min", "total_flops": "min"}
@@ -49,11 +53,39 @@ def load_sweep(run_dir: str | Path) -> Sweep:
     config = load_config(run_dir / "sweep.yaml")
     tolerance = float(config.collapse.tolerance)
     objectives = dict((config.search or {}).get("objectives") or DEFAULT_OBJECTIVES)
-    results = _read_parquet(run_dir / "results.parquet")
     generations = _read_generations(run_dir / "trials")
-    results = _with_running_trials(results, run_dir / "trials", generations, config)
+    results = ledger_results(run_dir, config, objectives)
+    if results is None:  # no ledger (a results table made by hand): the table as it is
+        results = _read_parquet(run_dir / "results.parquet")
+        results = _with_running_trials(results, run_dir / "trials", generations, config)
     results = _normalised(results, tolerance, objectives)
     return Sweep(run_dir, config, results, generations, objectives, tolerance)
+
+
+def ledger_results(run_dir: Path, config: ChainConfig, objectives: dict[str, str], *,
+                   rewrite: bool = False) -> pd.DataFrame | None:
+    """One row per trial from the ledger (the source of truth), or None without a ledger.
+
+    results.parquet / .csv are views of it: rebuilt here when missing or unreadable (always
+    with ``rewrite``). A ledger
+    that lacks trials the Optuna study finished is refused (it would under-count them).
+    """
+    problem = ledger_problem(run_dir, config.name)
+    if problem is not None:
+        raise ConfigError(f"{problem}; rebuild it with: collapse-sweep resume "
+                          f"{shlex.quote(str(run_dir))}")
+    if not (run_dir / LEDGER_FILE).is_file():
+        return None
+    space = list((config.search or {}).get("space") or {})
+    df = results_frame(run_dir, space=space, objectives=list(objectives))
+    try:
+        if rewrite:
+            raise ValueError("rewrite")
+        pd.read_parquet(run_dir / "results.parquet")
+        pd.read_csv(run_dir / "results.csv")
+    except Exception:  # noqa: BLE001 - missing, truncated or foreign: rebuild the views
+        write_results(run_dir, df)
+    return df
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:

@@ -27,9 +27,11 @@ from sweep.analysis.core import (
     pareto_front,
     summarize,
 )
+from sweep.analysis.load import ledger_results
 from sweep.config import ChainConfig, load_config
 from sweep.files.atomic import atomic_path, write_csv, write_text
 from sweep.report.html import render_html
+from sweep.rundir.ledger import LEDGER_FILE
 from sweep.theory.curves import theory_curves
 
 REGIME_COLORS = {"replace": "#d62728", "accumulate": "#2ca02c", "accumulate-subsample": "#1f77b4"}
@@ -351,7 +353,9 @@ def build_report(run_dir: str | Path) -> Path:
     sweep = load_sweep(run_dir)
     out_dir = run_dir / "report"
     out_dir.mkdir(parents=True, exist_ok=True)
-    if not sweep.results.empty:
+    if (run_dir / LEDGER_FILE).is_file():  # the views, rebuilt from the ledger
+        ledger_results(run_dir, sweep.config, sweep.objectives, rewrite=True)
+    elif not sweep.results.empty:
         write_csv(sweep.results, run_dir / "results.csv")
     write_csv(sweep.generations, run_dir / "generations.csv")
     configs = trial_configs(sweep)

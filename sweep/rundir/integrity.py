@@ -1,0 +1,71 @@
+"""Is the ledger complete? It is checked against the Optuna study, which outlives it.
+
+Every trial the study holds as COMPLETE had its chain's ``done`` (or ``reuse``) record
+written to the ledger before Optuna was told, so a COMPLETE trial without one means the
+ledger was deleted, truncated or damaged. Such a ledger is never used to count or rank
+trials: ``analyze`` / ``report`` refuse with one line, ``resume`` rebuilds it from the
+trials' own records (``trials/<id>/config.yaml`` and checkpoints).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sweep.rundir.ledger import LEDGER_FILE, Ledger
+
+STUDY_FILE = "optuna.db"
+FIRST_NUMBER_FILE = "first_trial_number"  # the study's first trial of this sweep
+
+
+def first_number(run_dir: Path) -> int:
+    path = Path(run_dir) / FIRST_NUMBER_FILE
+    try:
+        return int(path.read_text()) if path.is_file() else 0
+    except ValueError:
+        return 0
+
+
+def study_trials(run_dir: Path, study_name: str) -> list:
+    """The study's trials of this sweep (number >= first_number), [] when there is no study."""
+    path = Path(run_dir) / STUDY_FILE
+    if not path.is_file():
+        return []
+    import optuna
+
+    storage = optuna.storages.RDBStorage(f"sqlite:///{path.resolve()}")
+    try:
+        study = optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError:
+        return []
+    first = first_number(run_dir)
+    return [t for t in study.get_trials(deepcopy=False) if t.number >= first]
+
+
+def recorded_numbers(run_dir: Path) -> set[int]:
+    """Trial numbers whose result the ledger holds (``done`` or ``reuse``)."""
+    return {int(r.get("number", -1)) for r in Ledger(run_dir).records()
+            if r.get("event") in ("done", "reuse")}
+
+
+def ledger_gaps(run_dir: Path, study_name: str) -> tuple[int, int]:
+    """(trials the study finished that the ledger does not record, trials the study finished)."""
+    from optuna.trial import TrialState
+
+    complete = [t.number for t in study_trials(run_dir, study_name) if t.state == TrialState.COMPLETE]
+    if not complete:
+        return 0, 0
+    known = recorded_numbers(run_dir)
+    return sum(1 for n in complete if n not in known), len(complete)
+
+
+def ledger_problem(run_dir: Path, study_name: str) -> str | None:
+    """One line saying what is wrong with the ledger, or None when it is complete."""
+    run_dir = Path(run_dir)
+    if not (run_dir / LEDGER_FILE).is_file() and not (run_dir / FIRST_NUMBER_FILE).is_file():
+        return None  # not a directory the driver wrote (a results table made by hand)
+    missing, finished = ledger_gaps(run_dir, study_name)
+    if not missing:
+        return None
+    state = "missing" if not (run_dir / LEDGER_FILE).is_file() else "incomplete"
+    return (f"{LEDGER_FILE}: {state}: it lacks {missing} of the {finished} trials the study "
+            f"finished")
