@@ -28,6 +28,7 @@ from sweep.engine.chain import Chain
 from sweep.files.atomic import write_parquet, write_text
 from sweep.files.checkpoint import CorruptCheckpoint, load_checkpoint, save_checkpoint
 from sweep.rundir.ledger import Ledger
+from sweep.search.devices import Placement, assigned_gpu_ids, gpu_share, place_trial
 
 #: report(metrics, checkpoint_dir_or_None) -> None (tune.report in a sweep).
 Report = Callable[[dict[str, Any], Path | None], None]
@@ -68,6 +69,7 @@ def run_trial(run_dir: Path, params: dict[str, Any], *, trial_id: str, number: i
                      report=report)
     if (record := trial.recorded_result()) is not None:
         return record
+    trial.place()
     _set_threads(cpus)
     trial.open_chain(restored)
     return trial.run()
@@ -104,6 +106,8 @@ class TrialRun:
                                or ["quality_gap", "total_flops"])
         self.config = trial_config(base, params)
         self.key = self.config.fingerprint()
+        self.placed = self.config  # model.device resolved by place(); builds the chain
+        self.placement: Placement | None = None
         self.ledger = Ledger(run_dir)
         self.owner: dict[str, Any] | None = None  # the ledger's start record of this chain
         self.chain: Chain | None = None
@@ -134,6 +138,13 @@ class TrialRun:
         self.report(_metrics(record, done=True, generation=record.get("generations_run", 0)), None)
         return record
 
+    def place(self) -> Placement:
+        """Before torch touches CUDA: the GPU Ray assigned this trial (none: all hidden),
+        and the model's device resolved from it. Keys and files keep the config as sampled."""
+        self.placed, self.placement = place_trial(self.config, gpus=gpu_share(self.config),
+                                                  assigned=assigned_gpu_ids())
+        return self.placement
+
     # ---------------------------------------------------------------- 2. the chain
     def open_chain(self, restored: Path | None) -> Chain:
         """Resume the newest checkpoint (Tune's or the trial's own), else start the chain
@@ -142,7 +153,7 @@ class TrialRun:
             self.tdir = self.run_dir / "trials" / self.owner["trial_id"]
         state = _newest_state([restored, self.ckpt_dir])
         shared = _load_cache(self.cache_dir) if state is None else None
-        self.chain = Chain(self.config, model0_state=(shared or {}).get("model0"))
+        self.chain = Chain(self.placed, model0_state=(shared or {}).get("model0"))
         self.shared_model0 = shared is not None
         if state is not None:
             self.chain.load_state_dict(state)
@@ -155,7 +166,8 @@ class TrialRun:
         else:
             write_text(self.tdir / "config.yaml", dump_config(self.config))
             self.ledger.append("start", key=self.key, trial_id=self.tdir.name, number=self.number,
-                               params=self.params, seed=self.config.seed, node=self.node)
+                               params=self.params, seed=self.config.seed, node=self.node,
+                               device=self.placement.describe() if self.placement else None)
         return self.chain
 
     @property
