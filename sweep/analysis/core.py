@@ -23,7 +23,7 @@ from sweep.analysis.format import (  # noqa: F401 - re-exported
     is_nan,
     short_names,
 )
-from sweep.analysis.importance import importance_with_source
+from sweep.analysis.importance import importances
 from sweep.analysis.load import (  # noqa: F401 - re-exported: the analysis API in one import
     DEFAULT_OBJECTIVES,
     OK_STATUS,
@@ -133,9 +133,7 @@ def counts(df: pd.DataFrame) -> dict[str, int]:
 def summarize(sweep: Sweep) -> dict[str, Any]:
     df = sweep.results
     front = pareto_front(df, sweep.objectives)
-    importance, source = {}, "results.parquet"
-    for obj in sweep.objectives:
-        importance[obj], source = importance_with_source(sweep, obj)
+    importance, source = importances(sweep)
     best = cheapest_feasible(df)
     cheapest = trial_summary(best) if best is not None else None
     return {
@@ -170,7 +168,7 @@ def _jsonable(o: Any) -> Any:
 
 def analyze(run_dir: str | Path, *, console: Any = None) -> dict[str, Any]:
     """Print the analysis with rich and write RUN_DIR/analysis.json (atomically); return it."""
-    summary = _jsonable(summarize(load_sweep(run_dir)))
+    summary = _jsonable(summarize(load_sweep(run_dir, generations=False)))
     write_text(Path(run_dir) / "analysis.json", json.dumps(summary, indent=2, allow_nan=False))
     print_analysis(summary, console=console)
     return summary

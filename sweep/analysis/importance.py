@@ -3,16 +3,27 @@
 fANOVA (seeded, so a report is reproducible) first, mean decrease in impurity if fANOVA
 fails; both need scikit-learn. The study is the sweep's own (optuna.db) when it has enough
 complete trials, else one rebuilt in memory from results.parquet.
+
+The importances of every objective are cached in RUN_DIR/importance.json, keyed by the
+complete trials they were computed from: computing them imports scikit-learn and fits
+forests (seconds), and ``analyze`` / ``report`` on an unchanged sweep read the cache.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from sweep.analysis.load import DEFAULT_OBJECTIVES, Sweep, complete, load_sweep, native
+from sweep.files.atomic import write_text
+
+CACHE_FILE = "importance.json"
+_CACHE_VERSION = 1  # bump when the evaluators or their settings change
 
 MIN_IMPORTANCE_TRIALS = 4  # fewer complete trials than this: no importance (a forest of noise)
 
@@ -37,15 +48,53 @@ def param_importance(source: Any, objective: str = "quality_gap") -> dict[str, f
 def importance_with_source(sweep: Sweep, objective: str = "quality_gap"
                            ) -> tuple[dict[str, float], str]:
     """The importances and where they come from: 'optuna.db' or 'results.parquet'."""
+    table, source = importances(sweep, [objective], cache=False)
+    return table[objective], source
+
+
+def importances(sweep: Sweep, objectives: list[str] | None = None, *, cache: bool = True
+                ) -> tuple[dict[str, dict[str, float]], str]:
+    """objective -> importances, and the source; from RUN_DIR/importance.json when current."""
+    objectives = list(objectives or sweep.objectives)
+    key = _cache_key(sweep, objectives)
+    path = Path(sweep.run_dir) / CACHE_FILE
+    if cache and path.is_file():
+        try:
+            cached = json.loads(path.read_text())
+            if cached.get("key") == key:
+                return cached["importance"], cached["source"]
+        except (OSError, ValueError, KeyError):
+            pass  # damaged: recompute
+    table, source = _compute(sweep, objectives)
+    if cache and Path(sweep.run_dir).is_dir():
+        write_text(path, json.dumps({"key": key, "source": source, "importance": table}))
+    return table, source
+
+
+def _cache_key(sweep: Sweep, objectives: list[str]) -> str:
+    """What the importances depend on: the complete trials' params and objective values."""
+    cols = ["trial_id", *sorted(sweep.params), *[o for o in objectives if o in sweep.results]]
+    try:
+        pool = complete(sweep.results, {o: "min" for o in objectives})
+    except KeyError:
+        pool = sweep.results
+    text = pool[[c for c in cols if c in pool]].to_csv(index=False) if not pool.empty else ""
+    blob = json.dumps([_CACHE_VERSION, objectives, text])
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def _compute(sweep: Sweep, objectives: list[str]) -> tuple[dict[str, dict[str, float]], str]:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     searched = [p[len("param."):] for p in sweep.params]
     stored = _stored_study(sweep)
-    study = _study_from_study(stored, objective, list(sweep.objectives)) if stored else None
-    if study is not None and len(study.trials) >= MIN_IMPORTANCE_TRIALS:
-        return _importance(study, searched), "optuna.db"
-    return _importance(_study_from_results(sweep.results, objective), searched), "results.parquet"
+    studies = {o: _study_from_study(stored, o, list(sweep.objectives)) if stored else None
+               for o in objectives}
+    if all(s is not None and len(s.trials) >= MIN_IMPORTANCE_TRIALS for s in studies.values()):
+        return {o: _importance(s, searched) for o, s in studies.items()}, "optuna.db"
+    return ({o: _importance(_study_from_results(sweep.results, o), searched) for o in objectives},
+            "results.parquet")
 
 
 def _importance(study: Any, searched: list[str]) -> dict[str, float]:
@@ -73,9 +122,9 @@ def _stored_study(sweep: Sweep) -> Any:
     db = sweep.run_dir / "optuna.db"
     if not db.is_file():
         return None
-    storage = f"sqlite:///{db.resolve()}"
-    try:
-        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+    try:  # one storage object: each RDBStorage checks the schema (a second or more)
+        storage = optuna.storages.RDBStorage(f"sqlite:///{db.resolve()}")
+        names = optuna.get_all_study_names(storage)
     except Exception:  # noqa: BLE001 - a locked or foreign database: use results.parquet
         return None
     for name in (sweep.run_dir.name, sweep.config.name, *(names if len(names) == 1 else [])):

@@ -45,21 +45,27 @@ class Sweep:
 
 
 # --------------------------------------------------------------------------- loading
-def load_sweep(run_dir: str | Path) -> Sweep:
-    """The sweep in ``run_dir``; files still missing (a sweep that just started) read as empty."""
+def load_sweep(run_dir: str | Path, *, generations: bool = True) -> Sweep:
+    """The sweep in ``run_dir``; files still missing (a sweep that just started) read as empty.
+
+    ``generations=False`` skips the per-generation tables (one parquet file per trial) when
+    only the results are needed (``analyze``): ``Sweep.generations`` is then empty.
+    """
     run_dir = Path(run_dir)
     if not (run_dir / "sweep.yaml").is_file():
         raise ConfigError(f"RUN_DIR: {run_dir} is not a sweep directory (no sweep.yaml)")
     config = load_config(run_dir / "sweep.yaml")
     tolerance = float(config.collapse.tolerance)
     objectives = dict((config.search or {}).get("objectives") or DEFAULT_OBJECTIVES)
-    generations = _read_generations(run_dir / "trials")
+    gens = _read_generations(run_dir / "trials") if generations else None
     results = ledger_results(run_dir, config, objectives)
     if results is None:  # no ledger (a results table made by hand): the table as it is
         results = _read_parquet(run_dir / "results.parquet")
-        results = _with_running_trials(results, run_dir / "trials", generations, config)
+        results = _with_running_trials(results, run_dir / "trials", gens, config)
     results = _normalised(results, tolerance, objectives)
-    return Sweep(run_dir, config, results, generations, objectives, tolerance)
+    if gens is None:
+        gens = pd.DataFrame(columns=["trial_id", "generation"])
+    return Sweep(run_dir, config, results, gens, objectives, tolerance)
 
 
 def ledger_results(run_dir: Path, config: ChainConfig, objectives: dict[str, str], *,
@@ -110,8 +116,8 @@ def _read_generations(trials_dir: Path) -> pd.DataFrame:
     return df[["trial_id", *[c for c in df.columns if c != "trial_id"]]]
 
 
-def _with_running_trials(results: pd.DataFrame, trials_dir: Path, generations: pd.DataFrame,
-                         config: ChainConfig) -> pd.DataFrame:
+def _with_running_trials(results: pd.DataFrame, trials_dir: Path,
+                         generations: pd.DataFrame | None, config: ChainConfig) -> pd.DataFrame:
     """Trial directories that have no results row yet are trials still running."""
     known = set(results["trial_id"].astype(str)) if "trial_id" in results else set()
     space = list((config.search or {}).get("space") or {})
@@ -121,8 +127,11 @@ def _with_running_trials(results: pd.DataFrame, trials_dir: Path, generations: p
             continue
         row: dict[str, Any] = {"trial_id": tdir.name, "status": "running",
                                "quality_gap": np.nan, "total_flops": np.nan}
-        gens = generations[generations["trial_id"] == tdir.name] if not generations.empty else None
-        if gens is not None and len(gens):
+        if generations is None:  # not loaded: read this trial's table only
+            gens = _read_parquet(tdir / "generations.parquet")
+        else:
+            gens = generations[generations["trial_id"] == tdir.name] if not generations.empty else None
+        if gens is not None and len(gens) and "generation" in gens:
             row["generations_run"] = int(gens["generation"].max())
         row.update(_trial_params(tdir / "config.yaml", space))
         rows.append(row)
