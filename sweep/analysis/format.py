@@ -43,3 +43,61 @@ def describe(best: dict[str, Any], tolerance: float) -> str:
     return (f"{params or 'the base config'} does not collapse (gap {fmt_gap(best['quality_gap'])} "
             f"<= {fmt_gap(tolerance)}) at {fmt_flops(best['total_flops'])} FLOPs "
             f"(trial {best.get('trial_id')})")
+
+
+# --------------------------------------------------------------------------- terminal tables
+def print_table(console: Any, table: Any, *, key_columns: int = 1) -> None:
+    """Print a rich table without cutting a column name, whatever the width.
+
+    Fits: as is. Piped or redirected (not a terminal): one table as wide as it needs (a
+    file or a pager has no width). A terminal too narrow: the columns in groups that fit,
+    each group repeating the first ``key_columns`` (generation, trial...) so rows stay
+    readable.
+    """
+    from rich.cells import cell_len
+
+    for col in table.columns:  # a header is never shortened to 'gener…'
+        col.min_width = max(col.min_width or 0, cell_len(str(col.header)))
+        col.overflow = "fold"
+    widths = [max([cell_len(str(col.header))] + [cell_len(str(c)) for c in col._cells]) + 3
+              for col in table.columns]
+    need = sum(widths) + 1
+    if need <= console.width:
+        console.print(table)
+    elif not console.is_terminal:  # print(width=) cannot widen a console: set its width
+        width = console.width
+        console.width = need
+        try:
+            console.print(table, crop=False)
+        finally:
+            console.width = width
+    else:
+        for part in _column_groups(table, widths, console.width, key_columns):
+            console.print(part)
+
+
+def _column_groups(table: Any, widths: list[int], width: int, key_columns: int) -> list[Any]:
+    from rich.table import Table
+
+    keys = list(range(min(key_columns, len(table.columns))))
+    base = sum(widths[i] for i in keys) + 1
+    groups: list[list[int]] = [[]]
+    used = base
+    for i in range(len(keys), len(table.columns)):
+        if groups[-1] and used + widths[i] > width:
+            groups.append([])
+            used = base
+        groups[-1].append(i)
+        used += widths[i]
+    parts = []
+    for n, group in enumerate(groups):
+        title = table.title if n == 0 else None
+        part = Table(title=title, caption=table.caption if n == len(groups) - 1 else None)
+        cols = [table.columns[i] for i in keys + group]
+        for col in cols:
+            part.add_column(col.header, justify=col.justify, min_width=col.min_width,
+                            overflow="fold")
+        for r in range(table.row_count):
+            part.add_row(*[col._cells[r] for col in cols])
+        parts.append(part)
+    return parts

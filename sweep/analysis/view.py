@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from sweep.analysis.format import fmt_flops, fmt_gap, fmt_value, short_names
+from sweep.analysis.format import fmt_flops, fmt_gap, fmt_value, print_table, short_names
 
 
 def _params_text(params: dict[str, Any], skip: tuple[str, ...] = ()) -> str:
@@ -34,7 +34,7 @@ def print_analysis(summary: dict[str, Any], *, console: Console | None = None) -
         for t in front:
             table.add_row(escape(str(t.get("trial_id"))), fmt_gap(t["quality_gap"]), fmt_flops(t["total_flops"]),
                           *[escape(fmt_value(t["params"].get(p, ""))) for p in params])
-        console.print(table)
+        print_table(console, table)
     else:
         console.print("[yellow]no feasible trial yet (none finished without collapsing)[/yellow]")
 
@@ -47,7 +47,7 @@ def print_analysis(summary: dict[str, Any], *, console: Console | None = None) -
             table.add_row(escape(regime + ("" if t["feasible"] else " *")), escape(str(t.get("trial_id"))),
                           fmt_gap(t["quality_gap"]), fmt_flops(t["total_flops"]),
                           escape(_params_text(t["params"], skip=("recursion.regime",))))
-        console.print(table)
+        print_table(console, table)
 
     for objective, imp in summary["importance"].items():
         if imp:
@@ -57,7 +57,7 @@ def print_analysis(summary: dict[str, Any], *, console: Console | None = None) -
             table.add_column("importance", justify="right")
             for name, value in imp.items():
                 table.add_row(escape(name), f"{value:.2f}")
-            console.print(table)
+            print_table(console, table)
 
     if summary["cheapest_feasible_text"]:
         console.print(f"[bold green]cheapest non-collapsing configuration:[/bold green] "

@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from sweep.analysis.format import print_table
 from sweep.config import ChainConfig, ConfigError, dump_config
 from sweep.engine.chain import Chain
 from sweep.files.atomic import write_parquet, write_text
@@ -80,8 +81,9 @@ def run_chain_command(config: ChainConfig, *, out: Path | None, seed: int | None
     summary = chain.summary()
     if logger:
         logger.close(summary)
-    console.print(generation_table(chain.frame(), title=f"{config.name}: {config.model.family}, "
-                                   f"{config.recursion.regime}, n={config.recursion.samples_per_generation}"))
+    print_table(console, generation_table(
+        chain.frame(), title=f"{config.name}: {config.model.family}, {config.recursion.regime}, "
+                             f"n={config.recursion.samples_per_generation}"))
     verdict = "[red]collapsed[/red]" if summary["collapsed"] else "[green]does not collapse[/green]"
     console.print(f"{verdict}: {config.collapse.metric} gap {summary['quality_gap']:+.3g} "
                   f"(tolerance {config.collapse.tolerance:g}, {config.collapse.at}), "

@@ -70,24 +70,44 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default ./runs)")
     p.add_argument("--quiet", action="store_true", help="no live progress table")
 
-    p = sub.add_parser("resume", help="continue an interrupted sweep")
-    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
-    p.add_argument("--address", default=None, help="Ray cluster to join (default: local)")
+    p = sub.add_parser("resume", help="continue an interrupted sweep",
+                       description="Continue a sweep after Ctrl-C or a killed driver: finished "
+                                   "trials are not rerun (ledger.jsonl), interrupted ones restart "
+                                   "from their last generation's checkpoint.")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the sweep directory (runs/NAME)")
+    p.add_argument("--address", default=None,
+                   help="Ray cluster to join: 'auto' or HOST:PORT (default: a local Ray)")
     p.add_argument("--quiet", action="store_true", help="no live progress table")
 
-    p = sub.add_parser("analyze", help="Pareto front and cheapest non-collapsing config")
-    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p = sub.add_parser("analyze", help="Pareto front and cheapest non-collapsing config",
+                       description="Print the feasible Pareto front (quality gap vs total FLOPs), "
+                                   "the best trial per regime, parameter importance per objective "
+                                   "and the cheapest configuration that does not collapse; write "
+                                   "RUN_DIR/analysis.json. Works on running and partial sweeps.")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the sweep directory (runs/NAME)")
 
-    p = sub.add_parser("report", help="write RUN_DIR/report/index.html with figures")
-    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p = sub.add_parser("report", help="write RUN_DIR/report/index.html with figures",
+                       description="A self-contained HTML page (figures embedded) with the answer, "
+                                   "the Pareto front, compute vs quality, the phase diagram of "
+                                   "collapse, per-generation trajectories and, for analytic "
+                                   "families, the closed forms of sweep/theory/REFERENCES.md; "
+                                   "also results.csv and generations.csv.")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the sweep directory (runs/NAME)")
 
-    p = sub.add_parser("tensorboard", help="serve a run's TensorBoard logs on 127.0.0.1")
-    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
-    p.add_argument("--port", type=int, default=6006)
+    p = sub.add_parser("tensorboard", help="serve a run's TensorBoard logs on 127.0.0.1",
+                       description="TensorBoard over RUN_DIR: one run per trial (scalars grouped "
+                                   "quality/ tail/ diversity/ compute/, HParams with the final "
+                                   "metrics) and the sweep's Pareto image. Bound to 127.0.0.1; "
+                                   "from another machine use ssh -L PORT:127.0.0.1:PORT.")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR",
+                   help="a sweep directory, or any directory of TensorBoard event files")
+    p.add_argument("--port", type=int, default=6006, help="port on 127.0.0.1 (default 6006)")
 
     p = sub.add_parser("theory", help="reproduce the analytic collapse results (pass/fail)",
-                       description="Run the closed-form checks of REFERENCES.md over thousands "
-                                   "of seeds; exit 1 if any is outside its tolerance.")
+                       description="Run the closed-form checks of the analytic literature "
+                                   "(sweep/theory/REFERENCES.md, shipped with the package) over "
+                                   "thousands of seeds through the chain engine; exit 1 if any is "
+                                   "outside its tolerance.")
     p.add_argument("--out", type=Path, default=Path("runs/theory"),
                    help="where theory.png and theory.csv go (default runs/theory)")
     p.add_argument("--scale", type=float, default=1.0,

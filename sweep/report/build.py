@@ -330,7 +330,7 @@ def fig_theory(sweep: Sweep, out: Path, configs: dict[str, ChainConfig], *, max_
         _generation_axis(ax)
         ax.set_ylabel(biggest[0][1][0].label)
         ax.legend(fontsize=7.5, frameon=False)
-    fig.suptitle("Closed forms of REFERENCES.md (dashed) vs measured chains\n"
+    fig.suptitle("Closed forms of sweep/theory/REFERENCES.md (dashed) vs measured chains\n"
                  "(one chain scatters around the expectation)", fontsize=10)
     return _save(fig, out)
 

@@ -1,1 +1,1 @@
-"""The analytic results of REFERENCES.md as closed forms (curves) and as seeded pass/fail checks."""
+"""The analytic results of sweep/theory/REFERENCES.md (shipped beside this file) as closed forms (curves) and as seeded pass/fail checks."""

@@ -1,4 +1,4 @@
-"""Reproductions of the analytic collapse results (../shared/REFERENCES.md) by the engine.
+"""Reproductions of the analytic collapse results (sweep/theory/REFERENCES.md) by the engine.
 
 Each check runs real chains through ``run_chains`` (the same code path as every sweep) over
 thousands of seeds and compares a Monte-Carlo statistic with the closed form.
@@ -26,7 +26,7 @@ from sweep.config import load_config
 from sweep.engine.chain import run_chains
 from sweep.theory.curves import theory_curves
 
-N = 100  # samples per generation, as in REFERENCES.md
+N = 100  # samples per generation, as in sweep/theory/REFERENCES.md
 
 
 @dataclass

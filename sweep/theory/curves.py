@@ -1,4 +1,4 @@
-"""Closed-form expectations of ../shared/REFERENCES.md for one chain config, for overlays.
+"""Closed-form expectations of sweep/theory/REFERENCES.md for one chain config, for overlays.
 
 A curve applies only where the config meets the theory's assumptions: an analytic family
 with the theory's estimator/truth, a pure regime (no real data mixed in), no curation and
