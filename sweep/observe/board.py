@@ -25,6 +25,13 @@ import numpy as np
 
 from models.tokens import EOS
 from sweep.engine.metrics import DIRECTION
+from sweep.observe.palette import (
+    FALLBACK_COLOR,
+    MARKER_AREA_ONE,
+    TOLERANCE_STYLE,
+    marker_areas,
+    regime_color,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -59,6 +66,7 @@ KEY_CONFIG = ("model.family", "recursion.regime", "recursion.real_fraction",
 #: The size axis of each family (its config path under ``model``).
 SIZE_FIELD = {"gaussian": "dim", "linreg": "dim", "categorical": "outcomes",
               "gmm": "components", "gpt": "size"}
+SIZE_PARAMS = ("size", "dim", "outcomes", "components", "n_layer", "n_embd")
 GAP_TAG = "quality/gap"
 HIST_TAG = "tail/test_log_likelihood"
 SAMPLES_TAG = "samples/text"
@@ -339,10 +347,12 @@ def pareto_image(results: pd.DataFrame, *, tolerance: float | None = None) -> np
     """The Pareto scatter as an RGB array (H, W, 3), drawn with Agg (no pyplot state)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
 
     fig = Figure(figsize=(7, 4.5), dpi=100)
     canvas = FigureCanvasAgg(fig)
     ax = fig.add_subplot()
+    handles: list[Any] = []
     df, shown = results, 0
     if {"total_flops", "quality_gap"} <= set(df.columns):
         x = df["total_flops"].to_numpy(float)
@@ -358,25 +368,44 @@ def pareto_image(results: pd.DataFrame, *, tolerance: float | None = None) -> np
         colour_by = "param.recursion.regime"
         groups = (df[colour_by].astype(str).to_numpy() if colour_by in df
                   else np.full(len(df), "trials"))
-        for k, name in enumerate(sorted(set(groups[ok]))):
-            colour = f"C{k % 10}"
-            for mask, marker, suffix in ((feasible, "o", ""), (~feasible, "x", " (collapsed)")):
+        # the report's vocabulary: regime colour, model-size marker area, cross = collapsed
+        size_col = next((f"param.model.{f}" for f in SIZE_PARAMS
+                         if f"param.model.{f}" in df and df[f"param.model.{f}"].nunique() > 1), None)
+        areas = marker_areas(df[size_col][ok]) if size_col else {}
+        area = (df[size_col].astype(str).map(areas).fillna(MARKER_AREA_ONE).to_numpy(float)
+                if size_col else np.full(len(df), MARKER_AREA_ONE))
+        names = sorted(set(groups[ok]))
+        handles.append(Line2D([], [], color="black", marker="x", ls="", label="collapsed"))
+        for name in names:
+            colour = regime_color(name, names) if colour_by in df else FALLBACK_COLOR
+            for mask, marker in ((feasible, "o"), (~feasible, "x")):
                 sel = ok & mask & (groups == name)
                 if sel.any():
-                    ax.scatter(x[sel], y[sel], c=colour, marker=marker, label=f"{name}{suffix}")
+                    ax.scatter(x[sel], y[sel], c=colour, marker=marker, s=area[sel],
+                               edgecolors="black" if marker == "o" else None,
+                               linewidths=0.4 if marker == "o" else 1.4)
+            handles.append(Line2D([], [], color=colour, marker="o", ls="", label=name))
+        if size_col:
+            ax.text(0.99, 0.01, f"marker area: {size_col.removeprefix('param.model.')} "
+                    + " < ".join(areas), transform=ax.transAxes, ha="right", va="bottom",
+                    fontsize=7, color="0.3")
         sel = np.flatnonzero(ok & feasible)
         if len(sel) > 1:
             front = sel[pareto_front(x[sel], y[sel])]
-            ax.step(x[front], y[front], where="post", color="0.4", lw=1, label="Pareto front")
+            ax.step(x[front], y[front], where="post", color="black", lw=1.2)
+            handles.append(Line2D([], [], color="black", lw=1.2, label="feasible Pareto front"))
         if ok.any():
             ax.set_xscale("log")
+            if tolerance and np.abs(y[ok]).max() > 30 * tolerance:
+                ax.set_yscale("symlog", linthresh=tolerance)
     if tolerance is not None:
-        ax.axhline(tolerance, color="red", ls="--", lw=1, label=f"tolerance {tolerance:g}")
-    ax.set_xlabel("total FLOPs")
+        ax.axhline(tolerance, **TOLERANCE_STYLE)
+        handles.append(Line2D([], [], **TOLERANCE_STYLE, label=f"collapse tolerance {tolerance:g}"))
+    ax.set_xlabel("total FLOPs (log scale)")
     ax.set_ylabel("quality gap (relative, real NLL)")
     ax.set_title(f"{shown} of {len(results)} trials (finite gap and FLOPs)")
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7, loc="best")
+    if handles:
+        ax.legend(handles=handles, fontsize=7, loc="best")
     fig.tight_layout()
     canvas.draw()
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()

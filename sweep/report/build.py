@@ -30,11 +30,16 @@ from sweep.analysis.core import (
 from sweep.analysis.load import ledger_results
 from sweep.config import ChainConfig, load_config
 from sweep.files.atomic import atomic_path, write_csv, write_text
+from sweep.observe.palette import (
+    TOLERANCE_STYLE,
+    TRUTH_STYLE,
+    marker_areas,
+    regime_color,
+)
 from sweep.report.html import render_html
 from sweep.rundir.ledger import LEDGER_FILE
 from sweep.theory.curves import theory_curves
 
-REGIME_COLORS = {"replace": "#d62728", "accumulate": "#2ca02c", "accumulate-subsample": "#1f77b4"}
 SIZE_COLS = ("param.model.size", "param.model.dim", "param.model.outcomes", "param.model.components",
              "param.model.n_layer", "param.model.n_embd")
 X_COL, Y_COL = "param.recursion.real_fraction", "param.curation.strength"
@@ -49,8 +54,8 @@ def _plt():
     return plt
 
 
-def _color(regime: str) -> str:
-    return REGIME_COLORS.get(regime, "#7f7f7f")
+def _color(regime: str, others: Any = ()) -> str:
+    return regime_color(regime, others)
 
 
 def _save(fig, path: Path) -> Path:
@@ -60,11 +65,6 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def _empty(ax, text: str) -> None:
-    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="dimgrey",
-            wrap=True)
-    ax.set_xticks([])
-    ax.set_yticks([])
 
 
 def _regimes(sweep: Sweep, df: pd.DataFrame) -> pd.Series:
@@ -76,29 +76,46 @@ def _regimes(sweep: Sweep, df: pd.DataFrame) -> pd.Series:
 def _regime_handles(regimes: list[str]) -> list[Any]:
     from matplotlib.lines import Line2D
 
-    return [Line2D([], [], color=_color(r), marker="o", ls="", label=r) for r in regimes]
+    return [Line2D([], [], color=_color(r, regimes), marker="o", ls="", label=r) for r in regimes]
+
+
+def _size_handles(size_col: str, areas: dict[str, float]) -> list[Any]:
+    from matplotlib.lines import Line2D
+
+    name = size_col.removeprefix("param.model.")
+    return [Line2D([], [], marker="o", color="white", markeredgecolor="black", ls="",
+                   markersize=float(np.sqrt(a)), label=f"{name} {s}") for s, a in areas.items()]
 
 
 # --------------------------------------------------------------------------- 1. compute vs quality
-def fig_compute_quality(sweep: Sweep, out: Path) -> Path:
+def fig_compute_quality(sweep: Sweep, out: Path) -> Path | None:
+    """Each trial at (total FLOPs, quality gap): colour = regime, marker area = model size,
+    circle = does not collapse, cross = collapses; error bars = one standard error over the
+    trial's replicate seeds where it has several (columns ``<objective>_se``)."""
     from matplotlib.lines import Line2D
 
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(9, 5.8), constrained_layout=True)
     ok = complete(sweep.results, DEFAULT_OBJECTIVES)
     if ok.empty:
-        _empty(ax, "no finished trials yet: nothing to plot")
-        return _save(fig, out)
+        return None
+    fig, ax = plt.subplots(figsize=(9, 5.8), constrained_layout=True)
     tol = sweep.tolerance
     regimes = _regimes(sweep, ok)
     names = sorted(regimes.unique())
+    size_col = _size_col(ok)
+    areas = marker_areas(ok[size_col]) if size_col else {}
+    area = ok[size_col].astype(str).map(areas).fillna(46.0) if size_col else \
+        pd.Series(46.0, index=ok.index)
     for regime in names:
         part = ok[regimes == regime]
         feas = part["feasible"].astype(bool)
-        ax.scatter(part.total_flops[feas], part.quality_gap[feas], color=_color(regime), s=40,
-                   edgecolors="black", linewidths=0.4, zorder=3)
-        ax.scatter(part.total_flops[~feas], part.quality_gap[~feas], color=_color(regime),
-                   marker="x", s=46, linewidths=1.6, zorder=3)
+        color = _color(regime, names)
+        _error_bars(ax, part, color)
+        ax.scatter(part.total_flops[feas], part.quality_gap[feas], color=color,
+                   s=area[part.index][feas], edgecolors="black", linewidths=0.4,
+                   zorder=3)
+        ax.scatter(part.total_flops[~feas], part.quality_gap[~feas], color=color, marker="x",
+                   s=area[part.index][~feas] * 1.1, linewidths=1.6, zorder=3)
     handles = _regime_handles(names)
     front = pareto_front(ok, {"quality_gap": "min", "total_flops": "min"})  # the plotted plane
     if not front.empty:
@@ -113,25 +130,41 @@ def fig_compute_quality(sweep: Sweep, out: Path) -> Path:
         handles += [Line2D([], [], color="black", lw=1.3, label="feasible Pareto front"),
                     Line2D([], [], marker="*", color="gold", markeredgecolor="black", ms=13, ls="",
                            label="cheapest non-collapsing")]
-    ax.axhline(tol, ls="--", color="grey", lw=1.2)
+    ax.axhline(tol, **TOLERANCE_STYLE)
     handles += [Line2D([], [], marker="o", color="white", markeredgecolor="black", ls="",
                        label="no collapse"),
                 Line2D([], [], marker="x", color="black", ls="", label="collapsed"),
-                Line2D([], [], ls="--", color="grey", label=f"collapse tolerance ({tol:g})")]
-    flops = ok.total_flops[ok.total_flops > 0]
-    if len(flops) and flops.max() / flops.min() > 100:
+                Line2D([], [], **TOLERANCE_STYLE, label=f"collapse tolerance ({tol:g})")]
+    if size_col:
+        handles += _size_handles(size_col, areas)
+    if (ok.total_flops > 0).any():  # compute spans orders of magnitude: log, never an offset
         ax.set_xscale("log")
     if ok.quality_gap.abs().max() > 30 * tol:
         ax.set_yscale("symlog", linthresh=tol)
-    ax.set_xlabel("total compute (FLOPs)")
+    ax.set_xlabel("total compute (FLOPs, log scale)")
     ax.set_ylabel("quality gap vs generation 0 (relative)")
     hidden = len(sweep.results) - len(ok)
     ax.set_title(f"Compute vs quality ({sweep.config.collapse.metric}): cheapest point under the "
                  f"dashed line wins" + (f"\n{hidden} failed/diverged/running trial{'s' * (hidden > 1)} not shown"
                                         if hidden else ""), fontsize=10)
-    ax.legend(handles=handles, fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1, 1))
-    ax.grid(alpha=0.25)
+    ax.legend(handles=handles, fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1, 1),
+              labelspacing=0.9)
+    ax.grid(alpha=0.25, which="both")
     return _save(fig, out)
+
+
+def _error_bars(ax, part: pd.DataFrame, color: str) -> None:
+    """+-1 standard error over replicate seeds, where the results carry one."""
+    yerr = pd.to_numeric(part.get("quality_gap_se"), errors="coerce") if "quality_gap_se" in part \
+        else None
+    xerr = pd.to_numeric(part.get("total_flops_se"), errors="coerce") if "total_flops_se" in part \
+        else None
+    if (yerr is None or not np.isfinite(yerr).any()) and (xerr is None or not np.isfinite(xerr).any()):
+        return
+    ax.errorbar(part.total_flops, part.quality_gap,
+                yerr=None if yerr is None else yerr.fillna(0.0).to_numpy(float),
+                xerr=None if xerr is None else xerr.fillna(0.0).to_numpy(float),
+                fmt="none", ecolor=color, elinewidth=1.0, alpha=0.7, zorder=2)
 
 
 # --------------------------------------------------------------------------- 2. phase diagram
@@ -139,18 +172,16 @@ def _size_col(df: pd.DataFrame) -> str | None:
     return next((c for c in SIZE_COLS if c in df and df[c].nunique() > 1), None)
 
 
-def fig_phase(sweep: Sweep, out: Path) -> Path:
-    """Collapse over real_fraction x curation strength, one panel per regime (x model size)."""
+def fig_phase(sweep: Sweep, out: Path) -> Path | None:
+    """Collapse over real_fraction x curation strength, one panel per regime (x model size);
+    None without finished trials or when neither axis was searched."""
     from matplotlib.colors import TwoSlopeNorm
 
     plt = _plt()
     ok = complete(sweep.results, DEFAULT_OBJECTIVES)
     searched = [c for c in (X_COL, Y_COL) if c in ok]
     if ok.empty or not searched:
-        fig, ax = plt.subplots(figsize=(8, 3), constrained_layout=True)
-        _empty(ax, "phase diagram: no finished trials yet" if ok.empty else
-               "phase diagram needs recursion.real_fraction or curation.strength in search.space")
-        return _save(fig, out)
+        return None
     ok = ok.copy()  # an axis that was not searched sits at the base config's value
     if X_COL not in ok:
         ok[X_COL] = sweep.config.recursion.real_fraction
@@ -249,32 +280,57 @@ def _generation_axis(ax) -> None:
     ax.grid(alpha=0.25)
 
 
+def truth_reference(config: ChainConfig, column: str) -> float | None:
+    """The truth's value of a per-generation statistic, where the config defines one."""
+    if column == "minority_share" and config.data is not None and \
+            getattr(config.data, "source", None) == "truth-lm":
+        return float(config.data.minority_share)
+    if column == "minority_weight" and config.model.family == "gmm":
+        return float(config.model.minority_weight)
+    if column == "kl":
+        return 0.0
+    return None
+
+
 def fig_trajectories(sweep: Sweep, out: Path, columns: list[tuple[str, str]], title: str,
-                     configs: dict[str, ChainConfig]) -> Path:
-    """One panel per column: a thin line per trial, the per-regime median bold."""
+                     configs: dict[str, ChainConfig]) -> Path | None:
+    """One panel per column: a thin line per trial (its seeds' mean when it has replicates),
+    the per-regime median bold, the truth's value dotted where known. None without data."""
     plt = _plt()
     gens = _with_regime(sweep, configs)
     present = [(c, label) for c, label in columns if c in gens and gens[c].notna().any()]
-    fig, axes = plt.subplots(1, max(1, len(present)), figsize=(7 * max(1, len(present)), 4.6),
-                             squeeze=False, constrained_layout=True)
     if not present:
-        _empty(axes[0, 0], "no per-generation data for " + " / ".join(c for c, _ in columns) +
-               " in this sweep")
-        return _save(fig, out)
+        return None
+    fig, axes = plt.subplots(1, len(present), figsize=(7 * len(present), 4.6), squeeze=False,
+                             constrained_layout=True)
+    regimes_all = sorted(gens.regime.unique())
     for ax, (col, label) in zip(axes.flat, present, strict=True):
         data = gens[np.isfinite(pd.to_numeric(gens[col], errors="coerce"))]
         for regime in sorted(data.regime.unique()):
+            color = _color(regime, regimes_all)
             part = data[data.regime == regime]
-            for _, trial in part.groupby("trial_id", sort=True):
-                ax.plot(trial.generation, trial[col], color=_color(regime), alpha=0.3, lw=0.9)
-            med = part.groupby("generation")[col].median()
-            ax.plot(med.index, med.to_numpy(), color=_color(regime), lw=2.4,
+            # replicate seeds of one trial: its line is their mean
+            per_trial = part.groupby(["trial_id", "generation"])[col].mean().reset_index()
+            for _, trial in per_trial.groupby("trial_id", sort=True):
+                ax.plot(trial.generation, trial[col], color=color, alpha=0.3, lw=0.9)
+            med = per_trial.groupby("generation")[col].median()
+            ax.plot(med.index, med.to_numpy(), color=color, lw=2.4,
                     label=f"{regime} (median of {part.trial_id.nunique()})")
+        truth = _truth_value(sweep, data, col)
+        if truth is not None:
+            ax.axhline(truth, **TRUTH_STYLE, label=f"truth ({truth:.3g})")
         _generation_axis(ax)
         ax.set_ylabel(label)
         ax.legend(fontsize=8, frameon=False, title="regime", title_fontsize=8)
     fig.suptitle(title)
     return _save(fig, out)
+
+
+def _truth_value(sweep: Sweep, data: pd.DataFrame, col: str) -> float | None:
+    measured = f"{col}_truth"  # measured on the truth's own rows, when the metrics provide it
+    if measured in data and pd.to_numeric(data[measured], errors="coerce").notna().any():
+        return float(pd.to_numeric(data[measured], errors="coerce").median())
+    return truth_reference(sweep.config, col)
 
 
 def _theory_groups(gens: pd.DataFrame, configs: dict[str, ChainConfig]
@@ -291,20 +347,16 @@ def _theory_groups(gens: pd.DataFrame, configs: dict[str, ChainConfig]
 
 
 def fig_theory(sweep: Sweep, out: Path, configs: dict[str, ChainConfig], *, max_curves: int = 5
-               ) -> Path:
-    """Trajectories of the trials that meet a closed form's assumptions, with that closed form."""
+               ) -> Path | None:
+    """Trajectories of the trials that meet a closed form's assumptions, with that closed
+    form; None when no trial does (the report then says why in a line, not an empty frame)."""
     plt = _plt()
     gens = sweep.generations
     panels = _theory_groups(gens, configs)
-    fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(7.5 * max(1, len(panels)), 4.8),
-                             squeeze=False, constrained_layout=True)
     if not panels:
-        family = sweep.config.model.family
-        _empty(axes[0, 0], "no theory overlay: " + (
-            f"closed forms exist for gaussian / linreg / categorical, this sweep is {family}"
-            if family not in ("gaussian", "linreg", "categorical") else
-            "no trial meets the assumptions (real_fraction 0, no curation, pure regime)"))
-        return _save(fig, out)
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(7.5 * len(panels), 4.8),
+                             squeeze=False, constrained_layout=True)
     colors = _plt().get_cmap("tab10").colors
     for ax, (panel, curves) in zip(axes.flat, panels.items(), strict=True):
         biggest = sorted(curves.items(), key=lambda kv: -len(kv[1][1]))[:max_curves]
@@ -359,26 +411,45 @@ def build_report(run_dir: str | Path) -> Path:
         write_csv(sweep.results, run_dir / "results.csv")
     write_csv(sweep.generations, run_dir / "generations.csv")
     configs = trial_configs(sweep)
+    analytic = sweep.config.model.family in ("gaussian", "linreg", "categorical")
+    finished = complete(sweep.results, DEFAULT_OBJECTIVES)
     figures = [
-        ("Compute vs quality", "Each point is one trial; the step line is the feasible Pareto "
-         "front, the star the cheapest configuration that does not collapse.",
-         fig_compute_quality(sweep, out_dir / "compute_vs_quality.png")),
+        ("Compute vs quality", "Each point is one trial (colour: regime; size: model size; "
+         "cross: collapsed; bars: one standard error over replicate seeds); the step line is "
+         "the feasible Pareto front, the star the cheapest configuration that does not collapse.",
+         fig_compute_quality(sweep, out_dir / "compute_vs_quality.png"),
+         "No finished trial yet: nothing to plot."),
         ("Phase diagram of collapse", "Quality gap over real data kept x curation strength, one "
-         "panel per regime (and model size when searched).", fig_phase(sweep, out_dir / "phase.png")),
+         "panel per regime (and model size when searched).", fig_phase(sweep, out_dir / "phase.png"),
+         "No finished trial yet." if finished.empty else "The phase diagram needs "
+         "recursion.real_fraction or curation.strength in search.space."),
         ("Held-out real NLL over generations", "Thin lines: trials; bold: median per regime.",
          fig_trajectories(sweep, out_dir / "real_nll.png",
                           [("real_nll", "held-out real NLL (nats)")],
-                          "Real-data quality per generation, by regime", configs)),
+                          "Real-data quality per generation, by regime", configs),
+         "No per-generation data yet (trials/*/generations.parquet)."),
         ("Tails and minorities", "Tail NLL: the truth's rarest held-out examples; minority share / "
-         "weight where the family has a minority.",
+         "weight where the family has a minority; dotted: the truth's value.",
          fig_trajectories(sweep, out_dir / "tail.png",
                           [("tail_nll", "tail NLL: rarest held-out examples (nats)"),
                            ("minority_share", "minority-dialect share of samples"),
                            ("minority_weight", "fitted minority component weight")],
-                          "Tails erode first", configs)),
-        ("Theory overlay", "Only trials whose config meets the closed form's assumptions.",
-         fig_theory(sweep, out_dir / "theory.png", configs)),
+                          "Tails erode first", configs),
+         "No tail statistics in this sweep's per-generation data."),
+        ("Theory overlay", "Only trials whose config meets the closed form's assumptions "
+         "(sweep/theory/REFERENCES.md).", fig_theory(sweep, out_dir / "theory.png", configs),
+         "No trial meets a closed form's assumptions (real_fraction 0, no curation, a pure "
+         "regime)." if analytic else None),
     ]
+    # a figure without data is a line of text, or (theory on a family without closed forms)
+    # nothing at all: never an empty frame; a stale PNG of an earlier report goes
+    names = {"Compute vs quality": "compute_vs_quality.png", "Phase diagram of collapse": "phase.png",
+             "Held-out real NLL over generations": "real_nll.png", "Tails and minorities": "tail.png",
+             "Theory overlay": "theory.png"}
+    for title, _, path, _ in figures:
+        if path is None and title in names:
+            (out_dir / names[title]).unlink(missing_ok=True)
+    figures = [f for f in figures if f[2] is not None or f[3]]
     summary = _jsonable(summarize(sweep))
     config_text = (run_dir / "sweep.yaml").read_text()
     page = render_html(sweep.name, summary, figures, config_text=config_text, versions=versions(),

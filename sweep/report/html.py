@@ -45,7 +45,14 @@ def _trial_rows(trials: list[dict[str, Any]], **extra: Any) -> list[dict[str, An
              "params": t["params"]} for t in trials]
 
 
-def render_html(name: str, summary: dict[str, Any], figures: list[tuple[str, str, Path]], *,
+def _figure(title: str, caption: str, path: Path | None, note: str | None) -> str:
+    body = f"<p class=note>{html.escape(caption)}</p>{_img(path)}" if path is not None else \
+        f"<p class=note>{html.escape(note or '')}</p>"
+    return f"<h2>{html.escape(title)}</h2>{body}"
+
+
+def render_html(name: str, summary: dict[str, Any],
+                figures: list[tuple[str, str, Path | None, str | None]], *,
                 config_text: str, versions: dict[str, str], generated: str) -> str:
     c = summary["counts"]
     tol = summary["tolerance"]
@@ -55,8 +62,7 @@ def render_html(name: str, summary: dict[str, Any], figures: list[tuple[str, str
                for k, v in summary["best_per_regime"].items()]
     imp = [{"objective": obj, **{p: f"{x:.2f}" for p, x in vals.items()}}
            for obj, vals in summary["importance"].items() if vals]
-    figs = "".join(f"<h2>{html.escape(t)}</h2><p class=note>{html.escape(cap)}</p>{_img(p)}"
-                   for t, cap, p in figures)
+    figs = "".join(_figure(*f) for f in figures)
     return f"""<!doctype html><html><head><meta charset="utf-8">
 <title>collapse-sweep report: {html.escape(name)}</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:1250px;margin:2em auto;color:#222;
