@@ -24,6 +24,7 @@ class Categorical:
         self.nll_floor = nll_floor
         self.temperature = 1.0
         self.top_p = 1.0
+        self.top_k = 0  # items are not tokens: ignored
 
     @classmethod
     def zipf(cls, outcomes: int, exponent: float, **kwargs: Any) -> Categorical:
@@ -74,6 +75,13 @@ class Categorical:
         if op == "score":  # a table look-up and a log per item
             return 2.0 * n_items
         raise ValueError(f"op: {op!r} (allowed: fit, sample, score)")
+
+    def reset(self, rng: np.random.Generator) -> None:
+        """A closed-form fit has no initialisation: nothing to reset, nothing drawn."""
+
+    def item_size(self, data: np.ndarray) -> None:
+        """Every item is one unit."""
+        return None
 
     def summary(self) -> dict[str, float]:
         return {

@@ -29,6 +29,7 @@ class Gaussian:
         # N(mean, T cov)); top_p keeps the central region of that mass.
         self.temperature = 1.0
         self.top_p = 1.0
+        self.top_k = 0  # items are not tokens: ignored
         self._refresh()
 
     def _refresh(self) -> None:
@@ -99,6 +100,13 @@ class Gaussian:
         if op == "score":  # triangular solve (d^2) + squared norm (2 d) per item
             return n_items * (d * d + 2 * d)
         raise ValueError(f"op: {op!r} (allowed: fit, sample, score)")
+
+    def reset(self, rng: np.random.Generator) -> None:
+        """A closed-form fit has no initialisation: nothing to reset, nothing drawn."""
+
+    def item_size(self, data: np.ndarray) -> None:
+        """Every item is one unit."""
+        return None
 
     def summary(self) -> dict[str, float]:
         return {"mean": float(self.mean.mean()), "var": float(np.trace(self.cov) / self.dim)}

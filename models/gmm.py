@@ -25,6 +25,7 @@ class GaussianMixture:
         self.covs = np.tile(np.eye(dim), (components, 1, 1)) if covs is None else np.asarray(covs, float)
         self.temperature = 1.0
         self.top_p = 1.0
+        self.top_k = 0  # items are not tokens: ignored
         self.last_iters = 0
 
     @classmethod
@@ -90,6 +91,13 @@ class GaussianMixture:
         if op == "score":
             return n_items * per_item
         raise ValueError(f"op: {op!r} (allowed: fit, sample, score)")
+
+    def reset(self, rng: np.random.Generator) -> None:
+        """A closed-form fit has no initialisation: nothing to reset, nothing drawn."""
+
+    def item_size(self, data: np.ndarray) -> None:
+        """Every item is one unit."""
+        return None
 
     def summary(self) -> dict[str, float]:
         return {"minority_weight": float(self.weights[np.argmax(self.means[:, 0])]),

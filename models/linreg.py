@@ -26,6 +26,7 @@ class LinearRegression:
         self.weights = np.zeros(self.dim) if weights is None else np.asarray(weights, dtype=float)
         self.temperature = 1.0
         self.top_p = 1.0
+        self.top_k = 0  # items are not tokens: ignored
 
     def fit(self, data: np.ndarray, rng: np.random.Generator | None = None) -> None:
         rows = check_items(data, ndim=2)
@@ -60,6 +61,13 @@ class LinearRegression:
 
     def param_error(self, truth_weights: np.ndarray) -> float:
         return float(np.sum((self.weights - truth_weights) ** 2))
+
+    def reset(self, rng: np.random.Generator) -> None:
+        """A closed-form fit has no initialisation: nothing to reset, nothing drawn."""
+
+    def item_size(self, data: np.ndarray) -> None:
+        """Every item is one unit."""
+        return None
 
     def summary(self) -> dict[str, float]:
         return {"weight_norm": float(np.linalg.norm(self.weights))}

@@ -30,7 +30,8 @@ def ray_session(faults_dir):
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     root = str(Path(__file__).resolve().parents[1])
-    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
+    plugins = str(Path(__file__).resolve().parent / "plugins")  # a family from outside sweep/
+    path = os.pathsep.join(p for p in (root, plugins, os.environ.get("PYTHONPATH", "")) if p)
     # Token auth stays on (the default of a local ray.init); no dashboard is started.
     if not ray.is_initialized():
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,

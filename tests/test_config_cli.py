@@ -55,7 +55,7 @@ def test_console_script_has_no_traceback_on_bad_input(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         "collapse-sweep: error: model.family: unknown value 'vae' (allowed: 'gaussian', "
-        "'linreg', 'categorical', 'gmm', 'gpt')"]
+        "'linreg', 'categorical', 'gmm', 'gpt'; or a 'package.module:NAME' path)"]
 
 
 def test_chain_command_writes_generations_and_resumes(tmp_path, capsys):

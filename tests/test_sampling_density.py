@@ -12,12 +12,13 @@ import itertools
 import numpy as np
 import pytest
 
+from models.base import Model
 from models.categorical import Categorical
 from models.gaussian import Gaussian
 from models.gmm import GaussianMixture
 from models.gpt import GPTModel
 from models.linreg import LinearRegression
-from sweep.engine.curation import _SCORERS, ScoreContext, sampler_log_prob
+from sweep.engine.curation import ScoreContext, get_scorer
 
 GRID = np.linspace(-25.0, 25.0, 200_001)[:, None]  # 1-D integration grid, step 2.5e-4
 STEP = float(GRID[1, 0] - GRID[0, 0])
@@ -110,15 +111,12 @@ def test_oracle_divides_by_the_sampling_density():
     g = knobs(Gaussian(1, mean=np.array([0.0]), cov=np.array([[1.0]])), temperature=2.0)
     x = np.array([[0.0], [1.0]])
     ctx = ScoreContext(model=g, judges=[], truth=Truth(), config=None)
-    np.testing.assert_allclose(_SCORERS["oracle"](x, ctx), -g.sample_log_prob(x))
+    np.testing.assert_allclose(get_scorer("oracle")(x, ctx), -g.sample_log_prob(x))
 
-    class Plain:  # a user's family without sample_log_prob
-        temperature, top_p = 0.7, 1.0
+    class Plain:  # a family without sample_log_prob does not follow the protocol
+        temperature, top_p, top_k = 0.7, 1.0, 0
 
         def log_prob(self, x):
             return np.zeros(len(x))
 
-    with pytest.raises(ValueError, match="curation.scorer: 'oracle' needs the sampling density"):
-        sampler_log_prob(Plain(), x)
-    Plain.temperature = 1.0
-    np.testing.assert_array_equal(sampler_log_prob(Plain(), x), [0.0, 0.0])
+    assert isinstance(g, Model) and not isinstance(Plain(), Model)

@@ -16,10 +16,12 @@ from sweep.config.load import (
     set_path,
     trial_config,
 )
-from sweep.config.schema import GPT_SIZES, LM_SAMPLES, ChainConfig, CollapseConfig
+from sweep.config.plugins import FAMILIES, SCORERS, SOURCES, PluginError, Registry
+from sweep.config.schema import ChainConfig, CollapseConfig, FamilyConfig, Section, SourceConfig
 
 __all__ = [
-    "GPT_SIZES", "LM_SAMPLES", "ChainConfig", "CollapseConfig", "ConfigError", "dump_config",
-    "base_tree", "format_validation_error", "load_config", "parse_override", "read_yaml",
-    "set_path", "trial_config",
+    "FAMILIES", "SCORERS", "SOURCES", "ChainConfig", "CollapseConfig", "ConfigError",
+    "FamilyConfig", "PluginError", "Registry", "Section", "SourceConfig", "base_tree", "dump_config",
+    "format_validation_error", "load_config", "parse_override", "read_yaml", "set_path",
+    "trial_config",
 ]

@@ -12,23 +12,31 @@ from typing import Any
 from pydantic import BaseModel
 
 from sweep.config import schema as c
+from sweep.config.plugins import FAMILIES, SOURCES
 
-SECTIONS: list[tuple[str, type[BaseModel]]] = [
-    ("top level", c.ChainConfig),
-    ("model (family: gaussian)", c.GaussianModel),
-    ("model (family: linreg)", c.LinregModel),
-    ("model (family: categorical)", c.CategoricalModel),
-    ("model (family: gmm)", c.GMMModel),
-    ("model (family: gpt)", c.GPTModelCfg),
-    ("model.train (gpt)", c.GPTTrain),
-    ("data (source: truth)", c.TruthData),
-    ("data (source: truth-lm)", c.TruthLMData),
-    ("data (source: text)", c.TextData),
-    ("recursion", c.RecursionConfig),
-    ("curation", c.CurationConfig),
-    ("sampling", c.SamplingConfig),
-    ("collapse", c.CollapseConfig),
-]
+
+def sections(*, builtin: bool = True) -> list[tuple[str, type[BaseModel]]]:
+    """Every config section: the fixed ones, and each built-in family's and source's own
+    (``builtin=False``: every registered plugin's too)."""
+    out: list[tuple[str, type[BaseModel]]] = [("top level", c.ChainConfig)]
+    for name, family in _plugins(FAMILIES.registered(), builtin):
+        out.append((f"model (family: {name})", family.config))
+        out += [(f"model.{field} ({name})", sub) for field, sub in _subsections(family.config)]
+    for name, source in _plugins(SOURCES.registered(), builtin):
+        out.append((f"data (source: {name})", source.config))
+    out += [("recursion", c.RecursionConfig), ("curation", c.CurationConfig),
+            ("sampling", c.SamplingConfig), ("collapse", c.CollapseConfig)]
+    return out
+
+
+def _plugins(registered: dict[str, Any], builtin: bool) -> list[tuple[str, Any]]:
+    return [(name, plugin) for name, plugin in registered.items()
+            if not builtin or plugin.config.__module__.startswith("sweep.")]
+
+
+def _subsections(model: type[BaseModel]) -> list[tuple[str, type[BaseModel]]]:
+    return [(name, field.annotation) for name, field in model.model_fields.items()
+            if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)]
 
 
 def _type_name(annotation: Any) -> str:
@@ -47,7 +55,7 @@ def _default(field: Any) -> str:
 
 def reference() -> str:
     lines = []
-    for title, model in SECTIONS:
+    for title, model in sections():
         lines += [f"#### {title}", "", "| field | type | default | meaning |", "|---|---|---|---|"]
         for name, field in model.model_fields.items():
             if name == "family" or name == "source":

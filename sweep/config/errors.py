@@ -6,32 +6,37 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from sweep.config.schema import ChainConfig
+from sweep.config.schema import ChainConfig, SectionError
 
 
 class ConfigError(ValueError):
     """A configuration problem, phrased as one line for the user."""
 
 
-def format_validation_error(exc: ValidationError) -> str:
-    """First error of a pydantic ValidationError as ``field: problem (allowed: ...)``."""
+def format_validation_error(exc: ValidationError, *, root: type[BaseModel] = ChainConfig,
+                            prefix: str = "") -> str:
+    """First error of a pydantic ValidationError as ``field: problem (allowed: ...)``.
+
+    ``root`` is the model that was validated (for the 'allowed' field names) and ``prefix``
+    its place in the config: a plugin's ``model:`` / ``data:`` section is validated by the
+    plugin's own model (``SectionError``) and reported under its path (``model.dim``).
+    """
     err = exc.errors()[0]
-    # Drop the union-tag segment pydantic inserts (model.gaussian.dim -> model.dim).
-    loc = [str(p) for p in err["loc"] if not (isinstance(p, str) and p in _UNION_TAGS)]
-    field = ".".join(loc) or "config"
+    loc = [str(p) for p in err["loc"]]
+    field = ".".join([prefix, *loc] if prefix else loc) or prefix or "config"
     kind = err["type"]
     ctx = err.get("ctx") or {}
     if kind == "extra_forbidden":
-        parent = _fields_at([str(p) for p in err["loc"][:-1]])
+        parent = _fields_at(root, loc[:-1])
         allowed = f" (allowed: {', '.join(parent)})" if parent else ""
         return f"{field}: unknown field{allowed}"
-    if kind == "union_tag_invalid":
-        field = f"{field}.{str(ctx.get('discriminator', '')).strip(chr(39))}".rstrip(".")
-        return f"{field}: unknown value {ctx.get('tag')!r} (allowed: {ctx.get('expected_tags')})"
     if kind == "literal_error":
         return f"{field}: got {err.get('input')!r} (allowed: {ctx.get('expected')})"
     if kind == "value_error":
-        msg = str(ctx.get("error", err["msg"]))
+        inner = ctx.get("error")
+        if isinstance(inner, SectionError):
+            return format_validation_error(inner.error, root=inner.model, prefix=inner.section)
+        msg = str(inner if inner is not None else err["msg"])
         return msg if ":" in msg.split(" ")[0] else f"{field}: {msg}"
     if kind == "finite_number":
         return f"{field}: must be a finite number, got {err.get('input')!r}"
@@ -39,33 +44,22 @@ def format_validation_error(exc: ValidationError) -> str:
     return f"{field}: {msg}, got {err.get('input')!r}"
 
 
-_UNION_TAGS = {"gaussian", "linreg", "categorical", "gmm", "gpt", "truth", "truth-lm", "text"}
-
-
-def _fields_at(loc: list[str]) -> list[str]:
-    """Field names of the section at ``loc`` (best effort, for 'allowed' hints)."""
-    section: type[BaseModel] | None = ChainConfig
-    annotation: Any = None
+def _fields_at(root: type[BaseModel], loc: list[str]) -> list[str]:
+    """Field names of the section at ``loc`` under ``root`` (for 'allowed' hints)."""
+    section: type[BaseModel] | None = root
     for part in loc:
-        if part in _UNION_TAGS and annotation is not None:  # model.gpt...: the gpt member
-            section = _first_model(annotation, tag=part)
-            continue
         if section is None or part not in section.model_fields:
             return []
-        annotation = section.model_fields[part].annotation
-        section = _first_model(annotation)
+        section = _first_model(section.model_fields[part].annotation)
     return list(section.model_fields) if section else []
 
 
-def _first_model(annotation: Any, *, tag: str | None = None) -> type[BaseModel] | None:
-    """The first pydantic model in ``annotation`` (a union), or its member tagged ``tag``."""
+def _first_model(annotation: Any) -> type[BaseModel] | None:
+    """The first pydantic model in ``annotation`` (a model, or a union / optional of one)."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        if tag is None:
-            return annotation
-        field = annotation.model_fields.get("family") or annotation.model_fields.get("source")
-        return annotation if field is not None and field.default == tag else None
+        return annotation
     for arg in getattr(annotation, "__args__", ()) or ():
-        found = _first_model(arg, tag=tag)
+        found = _first_model(arg)
         if found:
             return found
     return None

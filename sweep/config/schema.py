@@ -10,159 +10,96 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-GPT_SIZES = ("xs", "s", "m", "l", "xl")
+from sweep.config.plugins import (
+    FAMILIES,
+    SCORERS,
+    SOURCES,
+    FamilyRules,
+    PluginError,
+    Registry,
+    SourceRules,
+)
+
+DEFAULT_FAMILY = "gaussian"
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]+")
 NAME_MAX = 100  # a directory name: far below every filesystem's 255-byte limit
 NAME_RULE = "allowed: letters, digits, _ . -; at most 100 characters; not '.' or '..'"
 MAX_SAMPLES = 100_000_000
-LM_SAMPLES = 1000  # default samples_per_generation for family gpt
 
 
-class _Strict(BaseModel):
-    # inf / nan are never a sensible size, rate or tolerance: refuse them at the edge.
+class Section(BaseModel):
+    """Base of every config section: unknown fields, and inf / nan (never a sensible size,
+    rate or tolerance), are refused at the edge."""
+
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
-# --------------------------------------------------------------------------- model families
-class GaussianModel(_Strict):
-    """A d-dimensional Gaussian fit by maximum likelihood (or the unbiased covariance)."""
-
-    family: Literal["gaussian"] = "gaussian"
-    dim: int = Field(1, ge=1, le=512, description="Dimension d of the Gaussian (the size axis).")
-    estimator: Literal["mle", "unbiased"] = Field(
-        "mle", description="Covariance estimator: 'mle' divides by n, 'unbiased' by n - 1."
-    )
+_Strict = Section
 
 
-class LinregModel(_Strict):
-    """Linear regression on a fixed design X (T x d) with known noise variance."""
+# --------------------------------------------------------------------------- plugin sections
+class FamilyConfig(Section):
+    """Base of every model family's config (``model:``): ``family`` names it.
 
-    family: Literal["linreg"] = "linreg"
-    dim: int = Field(10, ge=1, le=1000, description="Number of features d (the size axis).")
-    design_rows: int | None = Field(
-        None,
-        ge=2,
-        description="Rows T of the fixed design X; default: recursion.samples_per_generation.",
-    )
-    noise_var: float = Field(1.0, gt=0, description="Label noise variance s^2 (truth and synthetic).")
+    A family subclasses this with its own fields (each with a description); the name is a
+    registered family, an installed ``collapse_sweep.families`` entry point, or a dotted
+    path ``package.module:FAMILY`` (see ``sweep.problems.Family``).
+    """
 
-
-class CategoricalModel(_Strict):
-    """K outcomes fit by empirical frequencies (Wright-Fisher when replacing)."""
-
-    family: Literal["categorical"] = "categorical"
-    outcomes: int = Field(10, ge=2, le=1_000_000, description="Number of outcomes K (the size axis).")
-    truth: Literal["uniform", "zipf"] = Field("uniform", description="True distribution over outcomes.")
-    zipf_exponent: float = Field(1.1, gt=0, description="Exponent a of the Zipf truth, p_k ~ k^-a.")
-    pseudocount: float = Field(
-        0.0, ge=0, description="Additive smoothing of the fit; 0 is the MLE of the theory."
-    )
-    nll_floor: float = Field(
-        1e-6,
-        gt=0,
-        lt=1,
-        description="Probability floor used only when scoring held-out data, so a lost outcome "
-        "costs -log(floor) nats instead of infinity.",
-    )
+    family: str = Field(DEFAULT_FAMILY, description="Model family (a registered name or "
+                        "'package.module:FAMILY').")
 
 
-class GMMModel(_Strict):
-    """A Gaussian mixture fit by EM (scikit-learn), truth a mixture with a minority mode."""
+class SourceConfig(Section):
+    """Base of every real-data source's config (``data:``): ``source`` names it."""
 
-    family: Literal["gmm"] = "gmm"
-    components: int = Field(2, ge=1, le=64, description="Components of the fitted mixture (size axis).")
-    dim: int = Field(1, ge=1, le=64, description="Dimension of the data.")
-    truth_components: int = Field(2, ge=1, le=64, description="Components of the true mixture.")
-    minority_weight: float = Field(
-        0.1, gt=0, lt=1, description="Weight of the last (minority) true component."
-    )
-    separation: float = Field(4.0, gt=0, description="Distance between true component means.")
-    max_iter: int = Field(100, ge=1, description="EM iterations per fit.")
-
-
-class GPTTrain(_Strict):
-    """How a GPT is trained each generation."""
-
-    # Defaults measured on truth-lm (n = 1000, xs): held-out NLL 1.77 nats/token against
-    # 1.61 for the truth and 3.47 for uniform, about 2 s per fit on 2 CPU cores.
-    lr: float = Field(1e-2, gt=0, description="AdamW peak learning rate.")
-    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
-    batch_size: int = Field(32, ge=1, description="Sequences per optimisation step.")
-    epochs: float = Field(
-        8.0, gt=0, description="Budget: passes over this generation's training set (default)."
-    )
-    token_budget: int | None = Field(
-        None, ge=1, description="If set, train on this many tokens instead of `epochs`."
-    )
-    warmup: float = Field(0.05, ge=0, lt=1, description="Fraction of steps of linear warm-up.")
-    grad_clip: float = Field(1.0, ge=0, description="Gradient norm clip (0 disables).")
-    val_fraction: float = Field(
-        0.1, ge=0, lt=1, description="Share of the training set held out for early stopping."
-    )
-    patience: int = Field(2, ge=1, description="Evaluations without improvement before stopping.")
-
-
-class GPTModelCfg(_Strict):
-    """A small decoder-only transformer (models/gpt.py)."""
-
-    family: Literal["gpt"] = "gpt"
-    size: Literal["xs", "s", "m", "l", "xl"] = Field(
-        "xs", description="Named size, xs (~50k params) ... xl (~20M); overridden by n_* below."
-    )
-    n_layer: int | None = Field(None, ge=1, description="Explicit number of layers.")
-    n_head: int | None = Field(None, ge=1, description="Explicit number of attention heads.")
-    n_embd: int | None = Field(None, ge=8, description="Explicit embedding width.")
-    train: GPTTrain = Field(default_factory=GPTTrain, description="Training per generation.")
-    device: Literal["auto", "cpu", "cuda"] = Field(
-        "auto", description="'auto' uses the GPU Ray assigned (cuda) when present, else cpu."
-    )
-
-
-ModelConfig = Annotated[
-    GaussianModel | LinregModel | CategoricalModel | GMMModel | GPTModelCfg,
-    Field(discriminator="family"),
-]
-
-
-# --------------------------------------------------------------------------- data sources
-class TruthData(_Strict):
-    """Real data drawn from the family's own true distribution (analytic families)."""
-
-    source: Literal["truth"] = "truth"
+    source: str = Field(description="Real-data source (a registered name or "
+                        "'package.module:SOURCE').")
     test_size: int = Field(1000, ge=10, description="Held-out real examples for evaluation.")
 
-
-class TruthLMData(_Strict):
-    """A synthetic language with exactly computable probabilities (two dialects)."""
-
-    source: Literal["truth-lm"] = "truth-lm"
-    vocab_size: int = Field(32, ge=4, le=4096, description="Tokens, EOS (id 0) included.")
-    max_len: int = Field(24, ge=2, le=1024, description="Longest sequence, in tokens.")
-    minority_share: float = Field(
-        0.05, gt=0, lt=1, description="Share of sequences from the minority dialect."
-    )
-    branching: int = Field(4, ge=1, description="Allowed next tokens per state (sparsity).")
-    language_seed: int = Field(1234, description="Seed that builds the language itself.")
-    test_size: int = Field(500, ge=10, description="Held-out real sequences for evaluation.")
+    def row_length(self) -> int | None:
+        """Tokens per item when the source makes token rows (prompts must be shorter)."""
+        return None
 
 
-class TextData(_Strict):
-    """Local text (file, directory or glob), byte-level, in fixed-length blocks."""
+class SectionError(ValueError):
+    """A plugin section (``model:`` / ``data:``) failed its own model's validation."""
 
-    source: Literal["text"] = "text"
-    path: str = Field(
-        "builtin:tales", description="File, directory or glob; 'builtin:tales' is the shipped corpus."
-    )
-    block_size: int = Field(64, ge=2, le=4096, description="Bytes per training block.")
-    test_fraction: float = Field(0.1, gt=0, lt=1, description="Documents held out for testing.")
-    test_size: int = Field(1000, ge=10, description="Most held-out blocks used for evaluation.")
+    def __init__(self, section: str, model: type[BaseModel], error: ValidationError) -> None:
+        super().__init__(f"{section}: {error.errors()[0]['msg']}")
+        self.section = section
+        self.model = model
+        self.error = error
 
 
-DataConfig = Annotated[TruthData | TruthLMData | TextData, Field(discriminator="source")]
+def _plugin_section(registry: Registry[Any], section: str, key: str, raw: Any, default: str
+                    ) -> Any:
+    """Validate ``raw`` (a dict or a config instance) with its plugin's own config model."""
+    if isinstance(raw, BaseModel):
+        return raw
+    if raw is not None and not isinstance(raw, dict):
+        raise ValueError(f"{section}: expected a section (mapping), got {type(raw).__name__}")
+    raw = {key: default, **(raw or {})}
+    try:
+        plugin = registry.get(str(raw[key]))
+    except PluginError as exc:
+        raise ValueError(str(exc)) from None
+    try:
+        return plugin.config.model_validate(raw)
+    except ValidationError as exc:
+        raise SectionError(section, plugin.config, exc) from None
 
 
 # --------------------------------------------------------------------------- the recursion
@@ -262,10 +199,11 @@ class ChainConfig(_Strict):
     name: str = Field("chain", description="Run name: a directory under the storage "
                       "(letters, digits, _ . -; at most 100 characters; not '.' or '..').")
     seed: int = Field(0, ge=0, description="Master seed; every random stream derives from it.")
-    model: ModelConfig = Field(default_factory=GaussianModel, description="Model family and size.")
-    data: DataConfig | None = Field(
-        None, description="Real data source; default: 'truth' (analytic) or 'truth-lm' (gpt)."
-    )
+    model: SerializeAsAny[FamilyConfig] = Field(
+        default_factory=FamilyConfig, description="Model family and size (default: gaussian).")
+    data: SerializeAsAny[SourceConfig] | None = Field(
+        None, description="Real data source; default: the family's first (analytic: 'truth', "
+        "gpt: 'truth-lm').")
     recursion: RecursionConfig = Field(
         default_factory=RecursionConfig, description="Generations, regime, real data kept.")
     curation: CurationConfig = Field(
@@ -292,64 +230,69 @@ class ChainConfig(_Strict):
 
     @model_validator(mode="before")
     @classmethod
-    def _default_tags(cls, raw: Any) -> Any:
-        # Sections may omit their tag: model.family defaults to gaussian, data.source to
-        # the family's natural source.
-        if isinstance(raw, dict):
-            raw = dict(raw)
-            model = raw.get("model")
-            if isinstance(model, dict) and "family" not in model:
-                raw["model"] = {"family": "gaussian", **model}
-            family = (raw.get("model") or {}).get("family", "gaussian") if isinstance(
-                raw.get("model"), dict | type(None)) else None
-            recursion = raw.get("recursion")
-            if family == "gpt" and (recursion is None or (isinstance(recursion, dict)
-                                    and "samples_per_generation" not in recursion)):
-                # Language models need more than the analytic default of 100 examples.
-                raw["recursion"] = {**(recursion or {}), "samples_per_generation": LM_SAMPLES}
-            data = raw.get("data")
-            if isinstance(data, dict) and "source" not in data and family is not None:
-                raw["data"] = {"source": "truth-lm" if family == "gpt" else "truth", **data}
+    def _plugin_sections(cls, raw: Any) -> Any:
+        # model: and data: are validated by their plugin's own config model; sections may
+        # omit their tag (model.family defaults to gaussian, data.source to the family's
+        # first source), and a family may set its own default samples_per_generation.
+        if not isinstance(raw, dict):
+            return raw
+        raw = dict(raw)
+        raw["model"] = model = _plugin_section(FAMILIES, "model", "family", raw.get("model"),
+                                               DEFAULT_FAMILY)
+        family = FAMILIES.get(model.family)
+        recursion = raw.get("recursion")
+        if family.samples_per_generation is not None and (recursion is None or (
+                isinstance(recursion, dict) and "samples_per_generation" not in recursion)):
+            raw["recursion"] = {**(recursion or {}),
+                                "samples_per_generation": family.samples_per_generation}
+        raw["data"] = _plugin_section(SOURCES, "data", "source", raw.get("data"),
+                                      family.sources[0])
         return raw
 
     @model_validator(mode="after")
-    def _defaults_and_consistency(self) -> ChainConfig:
-        is_lm = self.model.family == "gpt"
-        if self.data is None:
-            object.__setattr__(self, "data", TruthLMData() if is_lm else TruthData())
-        if is_lm and self.data.source == "truth":
-            raise ValueError("data.source: 'truth' is for analytic families; use truth-lm | text")
-        if not is_lm and self.data.source != "truth":
-            raise ValueError(
-                f"data.source: {self.data.source!r} needs model.family gpt; analytic families use 'truth'"
-            )
-        if self.sampling.top_k and not is_lm:
-            raise ValueError("sampling.top_k: only language models (family gpt) use top_k; set 0")
-        if self.sampling.prompt_tokens and not is_lm:
-            raise ValueError("sampling.prompt_tokens: only language models (family gpt) continue "
-                             "prompts; set 0")
-        block = getattr(self.data, "max_len", None) or getattr(self.data, "block_size", None)
-        if is_lm and block is not None and self.sampling.prompt_tokens >= block:
+    def _consistency(self) -> ChainConfig:
+        family = FAMILIES.get(self.model.family)
+        data = self.data
+        assert data is not None  # filled by _plugin_sections
+        source = SOURCES.get(data.source)
+        lm = family.tokens
+        if data.source not in family.sources:
+            raise ValueError(f"data.source: {data.source!r} does not feed model.family "
+                             f"{self.model.family!r} (allowed: {' | '.join(family.sources)})")
+        if self.sampling.top_k and not lm:
+            raise ValueError("sampling.top_k: only language models (token families such as gpt) "
+                             "use top_k; set 0")
+        if self.sampling.prompt_tokens and not lm:
+            raise ValueError("sampling.prompt_tokens: only language models (token families such "
+                             "as gpt) continue prompts; set 0")
+        block = data.row_length()
+        if lm and block is not None and self.sampling.prompt_tokens >= block:
             raise ValueError(f"sampling.prompt_tokens: {self.sampling.prompt_tokens} leaves nothing "
                              f"to generate in rows of {block} tokens; use fewer than {block}")
-        if self.curation.scorer == "rules" and not is_lm:
+        scorer = self.curation.scorer
+        if scorer == "rules" and not lm:
             raise ValueError("curation.scorer: 'rules' scores text; use none | self | oracle | judge")
-        if self.curation.scorer.startswith("oracle") and self.data.source == "text":
-            raise ValueError(f"curation.scorer: {self.curation.scorer!r} needs a known truth; "
-                             "text has none (use self | judge | rules)")
-        from sweep.engine.curation import scorer_names
-
-        if self.curation.scorer not in scorer_names():
-            raise ValueError(f"curation.scorer: unknown {self.curation.scorer!r} "
-                             f"(allowed: {', '.join(scorer_names())})")
-        if self.collapse.metric in ("minority_share", "kl") and self.data.source != "truth-lm":
-            raise ValueError(f"collapse.metric: {self.collapse.metric!r} needs data.source truth-lm")
-        family_metric = {"param_error": "linreg", "var": "gaussian", "gini": "categorical",
-                         "support": "categorical"}
-        needed = family_metric.get(self.collapse.metric)
-        if needed and self.model.family != needed:
-            raise ValueError(f"collapse.metric: {self.collapse.metric!r} needs model.family {needed}")
+        if scorer.startswith("oracle") and not source.has_truth:
+            raise ValueError(f"curation.scorer: {scorer!r} needs a known truth; "
+                             f"{data.source} has none (use self | judge | rules)")
+        try:
+            SCORERS.get(scorer)
+        except PluginError as exc:
+            raise ValueError(str(exc)) from None
+        self._check_collapse_metric(family, source)
         return self
+
+    def _check_collapse_metric(self, family: FamilyRules, source: SourceRules) -> None:
+        """A family's or source's own metric needs that family or source."""
+        metric = self.collapse.metric
+        if metric in family.metrics or metric in source.metrics:
+            return
+        for other_source in SOURCES.registered().values():
+            if metric in other_source.metrics:
+                raise ValueError(f"collapse.metric: {metric!r} needs data.source {other_source.name}")
+        for other in FAMILIES.registered().values():
+            if metric in other.metrics:
+                raise ValueError(f"collapse.metric: {metric!r} needs model.family {other.name}")
 
     def fingerprint(self, *, keys: tuple[str, ...] | None = None) -> str:
         """Content hash of the config (or of some top-level sections), for caches."""

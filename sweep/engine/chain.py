@@ -18,16 +18,17 @@ import warnings
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, ProcessPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
 
+from models.base import Model, TokenModel
 from sweep.config import ChainConfig, load_config
 from sweep.engine.curation import (
-    _SCORERS,
     ScoreContext,
     candidates_needed,
+    get_scorer,
     per_item,
     scorer_agreement,
     scorer_cost_model,
@@ -38,12 +39,9 @@ from sweep.engine.flops import generation_flops
 from sweep.engine.metrics import DIRECTION, collapse_summary, nll_metrics, relative_gaps
 from sweep.engine.regimes import Pool, real_part, split_batch, training_set
 from sweep.files.checkpoint import CorruptCheckpoint, load_checkpoint, save_checkpoint
-from sweep.problems.families import Problem, build_model, build_problem, family_stats
+from sweep.problems import Problem, build_model, build_problem, family_of, source_of
 
 GenerationCallback = Callable[[dict[str, Any], dict[str, Any]], None]
-
-#: Samples drawn from each language model for sample-based metrics (not counted as compute).
-LM_EVAL_SAMPLES = 256
 
 
 def seed_streams(seed: int) -> dict[str, np.random.SeedSequence]:
@@ -58,6 +56,8 @@ class Chain:
                  problem: Problem | None = None, model0_state: dict[str, Any] | None = None
                  ) -> None:
         self.config = config
+        self.family = family_of(config)
+        self.source = source_of(config)
         self.seed = config.seed if seed is None else seed
         self.streams = seed_streams(self.seed)
         self.problem = problem or build_problem(config, np.random.default_rng(self.streams["data"]))
@@ -65,13 +65,12 @@ class Chain:
         self.model = build_model(config, self.problem, np.random.default_rng(self.streams["model0"]))
         self.shared_model0 = model0_state
         self.model0_state: dict[str, Any] | None = None
-        self.judges: list[Any] = []
+        self.judges: list[Model] = []
         self.pool = Pool(self.problem.real_train)
         self.generation = 0
         self.rows: list[dict[str, Any]] = []
         self.status = "running"
-        sizer = getattr(self.problem.truth, "item_size", None) or getattr(self.model, "item_size", None)
-        self._test_sizes = sizer(self.problem.test) if sizer else None
+        self._test_sizes = self.model.item_size(self.problem.test)  # None: one unit per item
 
     @property
     def done(self) -> bool:
@@ -138,7 +137,7 @@ class Chain:
         if cur.scorer != "none" and n_cand > n_syn:
             ctx = ScoreContext(model=sampler, judges=self.judges, truth=self.problem.truth,
                                config=self.config)
-            scores = _SCORERS[cur.scorer](candidates, ctx)
+            scores = get_scorer(cur.scorer)(candidates, ctx)
             scorers = scorer_cost_model(cur.scorer, ctx)
             if self.problem.truth is not None:
                 extra["scorer_agreement"] = scorer_agreement(scores, per_item(self.problem.truth, candidates))
@@ -163,7 +162,7 @@ class Chain:
                                  candidates=n_cand, scorers=scorers)
         return train, flops, extra
 
-    def _candidates(self, sampler: Any, n_syn: int) -> tuple[np.ndarray, int]:
+    def _candidates(self, sampler: Model, n_syn: int) -> tuple[np.ndarray, int]:
         """The synthetic candidates and, when they continue real prompts, how many per prompt
         (consecutive rows share a prompt; 0 = unprompted, select among all of them)."""
         cur, k = self.config.curation, self.config.sampling.prompt_tokens
@@ -175,31 +174,29 @@ class Chain:
         prompts = real_part(n_syn, real_train=self.problem.real_train,
                             source=self.config.recursion.real_source,
                             draw_real=self.problem.draw_real, rng=self.rng)[:, :k]
-        return sampler.sample(n_syn * per_prompt, self.rng,
-                              prompt=np.repeat(prompts, per_prompt, axis=0)), per_prompt
+        # Only token families continue prompts (the config refuses prompt_tokens otherwise).
+        lm = cast(TokenModel, sampler)
+        return lm.sample(n_syn * per_prompt, self.rng,
+                         prompt=np.repeat(prompts, per_prompt, axis=0)), per_prompt
 
     def _reinit(self) -> None:
         init = self.config.recursion.init
         if init == "base" and self.model0_state is not None:
             self.model.load_state_dict(_copy_state(self.model0_state))
-        elif init == "scratch" and hasattr(self.model, "reset"):
-            self.model.reset(self.rng)
-        # 'warm' keeps the weights; closed-form families have no initialisation at all.
+        elif init == "scratch":
+            self.model.reset(self.rng)  # closed-form families have nothing to reset
+        # 'warm' keeps the weights.
 
     def _evaluate(self, row: dict[str, Any]) -> dict[str, Any]:
         lp = self.model.log_prob(self.problem.test)
         row.update(nll_metrics(lp, self._test_sizes, self.problem.tail_mask,
-                               self.problem.truth_test_log_prob if self.config.data.source == "truth-lm"
-                               else None))
-        row.update(family_stats(self.model, self.problem))
+                               self.problem.truth_test_log_prob if self.source.kl else None))
+        row.update(self.family.stats(self.model, self.problem))
         details: dict[str, Any] = {"test_log_prob": lp, "model": self.model}
-        if self.config.model.family == "gpt":
-            from sweep.problems.lm_metrics import lm_sample_metrics
-
+        if self.family.sample_metrics is not None:
             eval_rng = np.random.default_rng([self.seed, self.generation, 7])
-            samples = self.model.sample(LM_EVAL_SAMPLES, eval_rng)
-            truth = self.problem.truth if self.config.data.source == "truth-lm" else None
-            row.update(lm_sample_metrics(samples, truth))
+            metrics, samples = self.family.sample_metrics(self.model, self.problem, eval_rng)
+            row.update(metrics)
             details["samples"] = samples
         return details
 

@@ -4,7 +4,9 @@ Strength s in [0, 1): for m synthetic slots, ceil(m / (1 - s)) candidates are ge
 m are kept, so every discarded candidate still costs sampling and scoring compute.
 
 Scorers map candidates to one score per item (higher is better), in nats per token for
-language models so that length does not decide. Register new ones with ``register_scorer``.
+language models so that length does not decide. Register new ones with ``register_scorer``
+(or name one by dotted path, ``curation.scorer: "mypkg.rewards:score"``, or install an entry
+point of the group ``collapse_sweep.scorers``): the built-ins register the same way.
 """
 
 from __future__ import annotations
@@ -12,11 +14,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
-from models.base import Model
+from models.base import Model, Truth
+from sweep.config import SCORERS, ChainConfig
 
 
 @dataclass
@@ -24,29 +26,33 @@ class ScoreContext:
     """What a scorer may look at: the current model, the judges, the truth."""
 
     model: Model
-    judges: list[Any]
-    truth: Any
-    config: Any
+    judges: list[Model]
+    truth: Truth | None
+    config: ChainConfig | None
 
 
 Scorer = Callable[[np.ndarray, ScoreContext], np.ndarray]
-_SCORERS: dict[str, Scorer] = {}
 
 
-def register_scorer(name: str, fn: Scorer) -> None:
+def register_scorer(name: str, fn: Scorer, *, replace: bool = False) -> None:
     """Make ``curation.scorer: name`` available (e.g. a reward model of your own)."""
-    _SCORERS[name] = fn
+    SCORERS.register(name, fn, replace=replace)
+
+
+def get_scorer(name: str) -> Scorer:
+    """The scorer called ``name`` (registered, a dotted path, or an entry point)."""
+    return SCORERS.get(name)
 
 
 def scorer_names() -> list[str]:
-    return sorted(_SCORERS)
+    return SCORERS.names()
 
 
-def per_item(model: Any, candidates: np.ndarray) -> np.ndarray:
+def per_item(model: Truth, candidates: np.ndarray) -> np.ndarray:
     """Log-likelihood per item, divided by the item's token count for language models."""
     lp = model.log_prob(candidates)
-    size = getattr(model, "item_size", None)
-    return lp / np.maximum(size(candidates), 1) if size else lp
+    size = model.item_size(candidates)
+    return lp if size is None else lp / np.maximum(size, 1)
 
 
 def _self(c: np.ndarray, ctx: ScoreContext) -> np.ndarray:
@@ -63,36 +69,24 @@ def _oracle(c: np.ndarray, ctx: ScoreContext) -> np.ndarray:
     truth, the perfect verifier of Feng et al. Ranking by the truth's likelihood alone is
     ``oracle-likelihood``, a reward whose maximisers the chain converges to (Ferbach).
     """
-    _need_truth(ctx, "oracle")
-    return ctx.truth.log_prob(c) - sampler_log_prob(ctx.model, c)
+    truth = _need_truth(ctx, "oracle")
+    return truth.log_prob(c) - sampler_log_prob(ctx.model, c)
 
 
-_DEFAULT_KNOBS = {"temperature": 1.0, "top_p": 1.0, "top_k": 0}
-
-
-def sampler_log_prob(model: Any, candidates: np.ndarray) -> np.ndarray:
+def sampler_log_prob(model: Model, candidates: np.ndarray) -> np.ndarray:
     """log q(x) of the distribution the candidates were drawn from: the model's density after
-    the sampling knobs (temperature, top-p, top-k), which is what an importance weight needs.
-    A model without ``sample_log_prob`` is accepted with the default knobs only."""
-    fn = getattr(model, "sample_log_prob", None)
-    if fn is not None:
-        return fn(candidates)
-    knobs = {k: getattr(model, k) for k in _DEFAULT_KNOBS if hasattr(model, k)}
-    if any(v != _DEFAULT_KNOBS[k] for k, v in knobs.items()):
-        raise ValueError(f"curation.scorer: 'oracle' needs the sampling density of {type(model).__name__} "
-                         f"under sampling {knobs} (give the model a sample_log_prob method, or "
-                         "sample with temperature 1, top_p 1, top_k 0)")
-    return model.log_prob(candidates)
+    the sampling knobs (temperature, top-p, top-k), which is what an importance weight needs."""
+    return model.sample_log_prob(candidates)
 
 
 def _oracle_likelihood(c: np.ndarray, ctx: ScoreContext) -> np.ndarray:
-    _need_truth(ctx, "oracle-likelihood")
-    return per_item(ctx.truth, c)
+    return per_item(_need_truth(ctx, "oracle-likelihood"), c)
 
 
-def _need_truth(ctx: ScoreContext, name: str) -> None:
+def _need_truth(ctx: ScoreContext, name: str) -> Truth:
     if ctx.truth is None:
         raise ValueError(f"curation.scorer: {name!r} needs a data source with a known truth")
+    return ctx.truth
 
 
 def _judge(c: np.ndarray, ctx: ScoreContext) -> np.ndarray:
@@ -115,7 +109,7 @@ for _name, _fn in {"none": _none, "self": _self, "oracle": _oracle,
     register_scorer(_name, _fn)
 
 
-def scorer_cost_model(scorer: str, ctx: ScoreContext) -> list[Any]:
+def scorer_cost_model(scorer: str, ctx: ScoreContext) -> list[Truth]:
     """The models whose ``flops('score', ...)`` a scorer spends."""
     return {"self": [ctx.model], "oracle": [ctx.truth, ctx.model],
             "oracle-likelihood": [ctx.truth], "judge": ctx.judges}.get(scorer, [])

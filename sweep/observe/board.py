@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from models.base import Model
 from models.tokens import EOS
 from sweep.engine.metrics import DIRECTION
 from sweep.observe.palette import (
@@ -32,6 +33,7 @@ from sweep.observe.palette import (
     marker_areas,
     regime_color,
 )
+from sweep.problems import family_of, size_columns, source_of
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -63,10 +65,6 @@ FINAL_METRICS: dict[str, str] = {
 #: Config paths always shown as hyperparameters (the searched params are added to them).
 KEY_CONFIG = ("model.family", "recursion.regime", "recursion.real_fraction",
               "curation.strength", "curation.scorer")
-#: The size axis of each family (its config path under ``model``).
-SIZE_FIELD = {"gaussian": "dim", "linreg": "dim", "categorical": "outcomes",
-              "gmm": "components", "gpt": "size"}
-SIZE_PARAMS = ("size", "dim", "outcomes", "components", "n_layer", "n_embd")
 GAP_TAG = "quality/gap"
 HIST_TAG = "tail/test_log_likelihood"
 SAMPLES_TAG = "samples/text"
@@ -180,8 +178,7 @@ class ChainLogger:
     def _hparam_dict(self) -> dict[str, bool | int | float | str]:
         flat = flatten(self.config.model_dump(mode="json", exclude={"search", "resources"}))
         keys = list(KEY_CONFIG)
-        family = self.config.model.family
-        keys.append(f"model.{SIZE_FIELD.get(family, 'size')}")
+        keys += [f"model.{axis}" for axis in family_of(self.config).size_axes[:1]]
         out = {k: _hparam_value(flat[k]) for k in keys if flat.get(k) is not None}
         out.update({k: _hparam_value(v) for k, v in self.params.items() if v is not None})
         return out
@@ -207,9 +204,8 @@ class ChainLogger:
         g = int(row["generation"])
         self._last_generation = max(self._last_generation, g)
         if self._family_stats is None:
-            model = details.get("model")
-            summary = getattr(model, "summary", None)
-            self._family_stats = frozenset(summary()) if callable(summary) else frozenset()
+            model: Model | None = details.get("model")
+            self._family_stats = frozenset(model.summary()) if model is not None else frozenset()
         for key, value in row.items():
             if key == "generation" or (x := _number(value)) is None:
                 continue
@@ -224,7 +220,7 @@ class ChainLogger:
                 self.writer.add_histogram(HIST_TAG, lp, g)
         samples = details.get("samples")
         if samples is not None and len(samples):
-            byte_level = getattr(self.config.data, "source", None) == "text"
+            byte_level = source_of(self.config).byte_level
             self.writer.add_text(SAMPLES_TAG, decode_samples(samples, byte_level=byte_level), g)
         self.writer.flush()  # a running sweep shows up in TensorBoard generation by generation
 
@@ -369,8 +365,7 @@ def pareto_image(results: pd.DataFrame, *, tolerance: float | None = None) -> np
         groups = (df[colour_by].astype(str).to_numpy() if colour_by in df
                   else np.full(len(df), "trials"))
         # the report's vocabulary: regime colour, model-size marker area, cross = collapsed
-        size_col = next((f"param.model.{f}" for f in SIZE_PARAMS
-                         if f"param.model.{f}" in df and df[f"param.model.{f}"].nunique() > 1), None)
+        size_col = next((c for c in size_columns() if c in df and df[c].nunique() > 1), None)
         areas = marker_areas(df[size_col][ok]) if size_col else {}
         area = (df[size_col].astype(str).map(areas).fillna(MARKER_AREA_ONE).to_numpy(float)
                 if size_col else np.full(len(df), MARKER_AREA_ONE))

@@ -1,56 +1,88 @@
-"""From a config to a *problem* (truth, real train/test data) and a fresh model.
+"""The analytic families (gaussian, linreg, categorical, gmm) and their ``truth`` source.
 
-This is the only place that knows which model class and which real-data source belong to
-a family; the recursion sees a ``Problem`` and objects that follow ``models.base.Model``.
+Each is one ``Family`` record registered with ``register_family``, the call a user's family
+makes too (see ``sweep.problems.registry``). Their real data come from their own truth.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
+from pydantic import Field
 
+from models.base import Model
 from models.categorical import Categorical
 from models.gaussian import Gaussian
 from models.gmm import GaussianMixture
 from models.linreg import LinearRegression
-from sweep.config import ChainConfig
-from sweep.problems.problem import TAIL_QUANTILE, Problem, tail_mask  # noqa: F401 - re-exported
+from sweep.config import ChainConfig, FamilyConfig, SourceConfig
+from sweep.problems.problem import Problem, tail_mask
+from sweep.problems.registry import (
+    DataSource,
+    Family,
+    model_summary,
+    problem_from_truth,
+    register_family,
+    register_source,
+)
 
 
-def build_problem(config: ChainConfig, rng: np.random.Generator) -> Problem:
-    """Truth, D_0 and the held-out set from the data stream ``rng``."""
-    family = config.model.family
-    n = config.recursion.samples_per_generation
-    test_size = config.data.test_size
-    if family == "gpt":
-        from sweep.problems.lm import build_lm_problem
+# --------------------------------------------------------------------------- the truth source
+class TruthData(SourceConfig):
+    """Real data drawn from the family's own true distribution (analytic families)."""
 
-        return build_lm_problem(config, rng)
-    if family == "gaussian":
-        truth = Gaussian(config.model.dim)
-    elif family == "categorical":
-        m = config.model
-        kw = {"nll_floor": m.nll_floor}
-        truth = (Categorical(m.outcomes, **kw) if m.truth == "uniform"
-                 else Categorical.zipf(m.outcomes, m.zipf_exponent, **kw))
-    elif family == "gmm":
-        m = config.model
-        truth = GaussianMixture.truth(m.truth_components, m.dim, minority_weight=m.minority_weight,
-                                      separation=m.separation)
-    elif family == "linreg":
-        return _linreg_problem(config, rng)
-    else:  # pragma: no cover - the config's discriminator rejects other names
-        raise ValueError(f"model.family: {family!r}")
-    real_train = truth.sample(n, rng)
-    test = truth.sample(test_size, rng)
-    truth_lp = truth.log_prob(test)
-    return Problem(real_train=real_train, test=test, tail_mask=tail_mask(truth_lp),
-                   draw_real=truth.sample, truth=truth, truth_test_log_prob=truth_lp)
+    source: str = "truth"
+    test_size: int = Field(1000, ge=10, description="Held-out real examples for evaluation.")
+
+
+TRUTH = register_source(DataSource(name="truth", config=TruthData, problem=None))
+
+
+# --------------------------------------------------------------------------- gaussian
+class GaussianModel(FamilyConfig):
+    """A d-dimensional Gaussian fit by maximum likelihood (or the unbiased covariance)."""
+
+    family: str = "gaussian"
+    dim: int = Field(1, ge=1, le=512, description="Dimension d of the Gaussian (the size axis).")
+    estimator: Literal["mle", "unbiased"] = Field(
+        "mle", description="Covariance estimator: 'mle' divides by n, 'unbiased' by n - 1."
+    )
+
+
+GAUSSIAN = register_family(Family(
+    name="gaussian", config=GaussianModel, title="Gaussian",
+    build=lambda m, problem, rng: Gaussian(m.dim, estimator=m.estimator),
+    problem=problem_from_truth(lambda m: Gaussian(m.dim)),
+    metrics=("var",), size_axes=("dim",)))
+
+
+# --------------------------------------------------------------------------- linreg
+class LinregModel(FamilyConfig):
+    """Linear regression on a fixed design X (T x d) with known noise variance."""
+
+    family: str = "linreg"
+    dim: int = Field(10, ge=1, le=1000, description="Number of features d (the size axis).")
+    design_rows: int | None = Field(
+        None,
+        ge=2,
+        description="Rows T of the fixed design X; default: recursion.samples_per_generation.",
+    )
+    noise_var: float = Field(1.0, gt=0, description="Label noise variance s^2 (truth and synthetic).")
+
+
+@dataclass(frozen=True)
+class LinregWorld:
+    """The fixed design every generation is labelled on, and the true weights."""
+
+    design: np.ndarray
+    w_star: np.ndarray
 
 
 def _linreg_problem(config: ChainConfig, rng: np.random.Generator) -> Problem:
     m = config.model
+    assert isinstance(m, LinregModel) and config.data is not None
     rows = m.design_rows or config.recursion.samples_per_generation
     if rows <= m.dim + 1:
         raise ValueError(f"model.design_rows: need more than dim + 1 = {m.dim + 1} rows, got {rows}")
@@ -64,36 +96,77 @@ def _linreg_problem(config: ChainConfig, rng: np.random.Generator) -> Problem:
     truth_lp = truth.log_prob(test)
     return Problem(real_train=real_train, test=test, tail_mask=tail_mask(truth_lp),
                    draw_real=truth.sample, truth=truth, truth_test_log_prob=truth_lp,
-                   extras={"design": design, "w_star": w_star})
+                   family_data=LinregWorld(design=design, w_star=w_star))
 
 
-def build_model(config: ChainConfig, problem: Problem, rng: np.random.Generator) -> Any:
-    """A fresh, unfitted model of the configured family, with the sampling knobs set."""
-    m = config.model
-    if m.family == "gpt":
-        from sweep.problems.lm import build_gpt
-
-        model = build_gpt(config, problem, rng)
-    elif m.family == "gaussian":
-        model = Gaussian(m.dim, estimator=m.estimator)
-    elif m.family == "linreg":
-        model = LinearRegression(problem.extras["design"], noise_var=m.noise_var)
-    elif m.family == "categorical":
-        model = Categorical(m.outcomes, pseudocount=m.pseudocount, nll_floor=m.nll_floor)
-    elif m.family == "gmm":
-        model = GaussianMixture(m.components, m.dim, max_iter=m.max_iter)
-    else:  # pragma: no cover
-        raise ValueError(f"model.family: {m.family!r}")
-    model.temperature = config.sampling.temperature
-    model.top_p = config.sampling.top_p
-    if hasattr(model, "top_k"):
-        model.top_k = config.sampling.top_k
-    return model
+def _linreg_build(m: LinregModel, problem: Problem, rng: np.random.Generator) -> Model:
+    world: LinregWorld = problem.family_data
+    return LinearRegression(world.design, noise_var=m.noise_var)
 
 
-def family_stats(model: Any, problem: Problem) -> dict[str, float]:
-    """Per-generation statistics of the fitted model, including those needing the truth."""
-    stats = dict(model.summary())
-    if "w_star" in problem.extras:
-        stats["param_error"] = model.param_error(problem.extras["w_star"])
-    return stats
+def _linreg_stats(model: Model, problem: Problem) -> dict[str, float]:
+    assert isinstance(model, LinearRegression)
+    world: LinregWorld = problem.family_data
+    return {**model_summary(model, problem), "param_error": model.param_error(world.w_star)}
+
+
+LINREG = register_family(Family(
+    name="linreg", config=LinregModel, title="Linear regression", build=_linreg_build,
+    problem=_linreg_problem, stats=_linreg_stats, metrics=("param_error",), size_axes=("dim",)))
+
+
+# --------------------------------------------------------------------------- categorical
+class CategoricalModel(FamilyConfig):
+    """K outcomes fit by empirical frequencies (Wright-Fisher when replacing)."""
+
+    family: str = "categorical"
+    outcomes: int = Field(10, ge=2, le=1_000_000, description="Number of outcomes K (the size axis).")
+    truth: Literal["uniform", "zipf"] = Field("uniform", description="True distribution over outcomes.")
+    zipf_exponent: float = Field(1.1, gt=0, description="Exponent a of the Zipf truth, p_k ~ k^-a.")
+    pseudocount: float = Field(
+        0.0, ge=0, description="Additive smoothing of the fit; 0 is the MLE of the theory."
+    )
+    nll_floor: float = Field(
+        1e-6,
+        gt=0,
+        lt=1,
+        description="Probability floor used only when scoring held-out data, so a lost outcome "
+        "costs -log(floor) nats instead of infinity.",
+    )
+
+
+def _categorical_truth(m: CategoricalModel) -> Categorical:
+    if m.truth == "uniform":
+        return Categorical(m.outcomes, nll_floor=m.nll_floor)
+    return Categorical.zipf(m.outcomes, m.zipf_exponent, nll_floor=m.nll_floor)
+
+
+CATEGORICAL = register_family(Family(
+    name="categorical", config=CategoricalModel, title="Categorical",
+    build=lambda m, problem, rng: Categorical(m.outcomes, pseudocount=m.pseudocount,
+                                              nll_floor=m.nll_floor),
+    problem=problem_from_truth(_categorical_truth),
+    metrics=("gini", "support"), size_axes=("outcomes",)))
+
+
+# --------------------------------------------------------------------------- gmm
+class GMMModel(FamilyConfig):
+    """A Gaussian mixture fit by EM (scikit-learn), truth a mixture with a minority mode."""
+
+    family: str = "gmm"
+    components: int = Field(2, ge=1, le=64, description="Components of the fitted mixture (size axis).")
+    dim: int = Field(1, ge=1, le=64, description="Dimension of the data.")
+    truth_components: int = Field(2, ge=1, le=64, description="Components of the true mixture.")
+    minority_weight: float = Field(
+        0.1, gt=0, lt=1, description="Weight of the last (minority) true component."
+    )
+    separation: float = Field(4.0, gt=0, description="Distance between true component means.")
+    max_iter: int = Field(100, ge=1, description="EM iterations per fit.")
+
+
+GMM = register_family(Family(
+    name="gmm", config=GMMModel, title="Gaussian mixture",
+    build=lambda m, problem, rng: GaussianMixture(m.components, m.dim, max_iter=m.max_iter),
+    problem=problem_from_truth(lambda m: GaussianMixture.truth(
+        m.truth_components, m.dim, minority_weight=m.minority_weight, separation=m.separation)),
+    size_axes=("components",)))

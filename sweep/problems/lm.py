@@ -1,39 +1,88 @@
-"""The language-model problem: truth-lm or local text as real data, a GPT as the model."""
+"""The language-model family (gpt) and its data sources (truth-lm, local text).
+
+One ``Family`` record (``GPT``) and two ``DataSource`` records, registered like any user's.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Literal
 
 import numpy as np
+from pydantic import Field
 
-from sweep.config import ChainConfig, ConfigError
+from models.base import Model
+from sweep.config import ChainConfig, ConfigError, FamilyConfig, Section, SourceConfig
+from sweep.problems.lm_metrics import lm_sample_metrics, rare_ngram_mask
+from sweep.problems.problem import Problem, TokenSpace, tail_mask
+from sweep.problems.registry import DataSource, Family, register_family, register_source
+from sweep.problems.sources import TextCorpus, TruthLanguage
+
+#: Default samples_per_generation of a language model (the analytic default is 100).
+LM_SAMPLES = 1000
+#: Samples drawn from each language model for sample-based metrics (not counted as compute).
+LM_EVAL_SAMPLES = 256
 
 
-def build_lm_problem(config: ChainConfig, rng: np.random.Generator):
-    from sweep.problems.problem import Problem, tail_mask
-    from sweep.problems.sources import TextCorpus, TruthLanguage
+# --------------------------------------------------------------------------- data sources
+class TruthLMData(SourceConfig):
+    """A synthetic language with exactly computable probabilities (two dialects)."""
 
+    source: str = "truth-lm"
+    vocab_size: int = Field(32, ge=4, le=4096, description="Tokens, EOS (id 0) included.")
+    max_len: int = Field(24, ge=2, le=1024, description="Longest sequence, in tokens.")
+    minority_share: float = Field(
+        0.05, gt=0, lt=1, description="Share of sequences from the minority dialect."
+    )
+    branching: int = Field(4, ge=1, description="Allowed next tokens per state (sparsity).")
+    language_seed: int = Field(1234, description="Seed that builds the language itself.")
+    test_size: int = Field(500, ge=10, description="Held-out real sequences for evaluation.")
+
+    def row_length(self) -> int:
+        return self.max_len
+
+
+class TextData(SourceConfig):
+    """Local text (file, directory or glob), byte-level, in fixed-length blocks."""
+
+    source: str = "text"
+    path: str = Field(
+        "builtin:tales", description="File, directory or glob; 'builtin:tales' is the shipped corpus."
+    )
+    block_size: int = Field(64, ge=2, le=4096, description="Bytes per training block.")
+    test_fraction: float = Field(0.1, gt=0, lt=1, description="Documents held out for testing.")
+    test_size: int = Field(1000, ge=10, description="Most held-out blocks used for evaluation.")
+
+    def row_length(self) -> int:
+        return self.block_size
+
+
+
+
+def _truth_lm_problem(config: ChainConfig, rng: np.random.Generator) -> Problem:
     data = config.data
+    assert isinstance(data, TruthLMData)
     n = config.recursion.samples_per_generation
-    if data.source == "truth-lm":
-        try:
-            truth = TruthLanguage(vocab_size=data.vocab_size, max_len=data.max_len,
-                                  minority_share=data.minority_share, branching=data.branching,
-                                  seed=data.language_seed)
-        except ValueError as exc:
-            raise ConfigError(f"data: {exc}") from None
-        real_train = truth.sample(n, rng)
-        test = truth.sample(data.test_size, rng)
-        truth_lp = truth.log_prob(test)
-        # The tail: held-out sequences the truth finds least likely per token (rare dialect,
-        # rare transitions), so length alone does not decide.
-        per_token = truth_lp / np.maximum(truth.item_size(test), 1)
-        return Problem(real_train=real_train, test=test, tail_mask=tail_mask(per_token),
-                       draw_real=truth.sample, truth=truth, truth_test_log_prob=truth_lp,
-                       extras={"vocab_size": truth.vocab_size, "block_size": truth.max_len})
-    from sweep.problems.lm_metrics import rare_ngram_mask
+    try:
+        truth = TruthLanguage(vocab_size=data.vocab_size, max_len=data.max_len,
+                              minority_share=data.minority_share, branching=data.branching,
+                              seed=data.language_seed)
+    except ValueError as exc:
+        raise ConfigError(f"data: {exc}") from None
+    real_train = truth.sample(n, rng)
+    test = truth.sample(data.test_size, rng)
+    truth_lp = truth.log_prob(test)
+    # The tail: held-out sequences the truth finds least likely per token (rare dialect,
+    # rare transitions), so length alone does not decide.
+    per_token = truth_lp / np.maximum(truth.item_size(test), 1)
+    return Problem(real_train=real_train, test=test, tail_mask=tail_mask(per_token),
+                   draw_real=truth.sample, truth=truth, truth_test_log_prob=truth_lp,
+                   tokens=TokenSpace(vocab_size=truth.vocab_size, block_size=truth.max_len))
 
+
+def _text_problem(config: ChainConfig, rng: np.random.Generator) -> Problem:
+    data = config.data
+    assert isinstance(data, TextData)
     try:
         corpus = TextCorpus(data.path, block_size=data.block_size,
                             test_fraction=data.test_fraction, seed=0)
@@ -46,24 +95,83 @@ def build_lm_problem(config: ChainConfig, rng: np.random.Generator):
     test = corpus.test_blocks()
     if len(test) > data.test_size:
         test = test[np.sort(rng.choice(len(test), size=data.test_size, replace=False))]
-    real_train = corpus.sample_real(n, rng)
+    real_train = corpus.sample_real(config.recursion.samples_per_generation, rng)
     return Problem(real_train=real_train, test=test,
                    tail_mask=rare_ngram_mask(test, train_blocks),
                    draw_real=corpus.sample_real, truth=None,
-                   extras={"vocab_size": corpus.vocab_size, "block_size": data.block_size,
-                           "corpus": corpus})
+                   tokens=TokenSpace(vocab_size=corpus.vocab_size, block_size=data.block_size))
 
 
-def build_gpt(config: ChainConfig, problem: Any, rng: np.random.Generator):
+TRUTH_LM = register_source(DataSource(
+    name="truth-lm", config=TruthLMData, problem=_truth_lm_problem,
+    metrics=("minority_share", "kl"), kl=True))
+TEXT = register_source(DataSource(
+    name="text", config=TextData, problem=_text_problem, has_truth=False, byte_level=True))
+
+
+# --------------------------------------------------------------------------- the gpt family
+class GPTTrain(Section):
+    """How a GPT is trained each generation."""
+
+
+    # Defaults measured on truth-lm (n = 1000, xs): held-out NLL 1.77 nats/token against
+    # 1.61 for the truth and 3.47 for uniform, about 2 s per fit on 2 CPU cores.
+    lr: float = Field(1e-2, gt=0, description="AdamW peak learning rate.")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
+    batch_size: int = Field(32, ge=1, description="Sequences per optimisation step.")
+    epochs: float = Field(
+        8.0, gt=0, description="Budget: passes over this generation's training set (default)."
+    )
+    token_budget: int | None = Field(
+        None, ge=1, description="If set, train on this many tokens instead of `epochs`."
+    )
+    warmup: float = Field(0.05, ge=0, lt=1, description="Fraction of steps of linear warm-up.")
+    grad_clip: float = Field(1.0, ge=0, description="Gradient norm clip (0 disables).")
+    val_fraction: float = Field(
+        0.1, ge=0, lt=1, description="Share of the training set held out for early stopping."
+    )
+    patience: int = Field(2, ge=1, description="Evaluations without improvement before stopping.")
+
+
+class GPTModelCfg(FamilyConfig):
+    """A small decoder-only transformer (models/gpt.py)."""
+
+    family: str = "gpt"
+    size: Literal["xs", "s", "m", "l", "xl"] = Field(
+        "xs", description="Named size, xs (~50k params) ... xl (~20M); overridden by n_* below."
+    )
+    n_layer: int | None = Field(None, ge=1, description="Explicit number of layers.")
+    n_head: int | None = Field(None, ge=1, description="Explicit number of attention heads.")
+    n_embd: int | None = Field(None, ge=8, description="Explicit embedding width.")
+    train: GPTTrain = Field(default_factory=GPTTrain, description="Training per generation.")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="'auto' uses the GPU Ray assigned (cuda) when present, else cpu."
+    )
+
+
+def build_gpt(m: GPTModelCfg, problem: Problem, rng: np.random.Generator) -> Model:
     from models.gpt import GPTModel, GPTTrainConfig
 
-    m = config.model
+    if problem.tokens is None:
+        raise ConfigError("model.family: gpt learns token rows; use data.source truth-lm | text")
     fields = {f.name for f in dataclasses.fields(GPTTrainConfig)}
     train = GPTTrainConfig(**{k: v for k, v in m.train.model_dump().items() if k in fields})
     try:
-        return GPTModel(vocab_size=problem.extras["vocab_size"], block_size=problem.extras["block_size"],
+        return GPTModel(vocab_size=problem.tokens.vocab_size, block_size=problem.tokens.block_size,
                         size=m.size, n_layer=m.n_layer, n_head=m.n_head, n_embd=m.n_embd,
                         train=train, device=None if m.device == "auto" else m.device,
                         seed=int(rng.integers(2**31 - 1)))
     except ValueError as exc:
         raise ConfigError(f"model: {exc}") from None
+
+
+def _gpt_sample_metrics(model: Model, problem: Problem, rng: np.random.Generator
+                        ) -> tuple[dict[str, float], np.ndarray]:
+    samples = model.sample(LM_EVAL_SAMPLES, rng)
+    return lm_sample_metrics(samples, problem.truth), samples
+
+
+GPT = register_family(Family(
+    name="gpt", config=GPTModelCfg, title="GPT", build=build_gpt,
+    sample_metrics=_gpt_sample_metrics, sources=("truth-lm", "text"), tokens=True,
+    samples_per_generation=LM_SAMPLES, size_axes=("size", "n_layer", "n_embd")))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -26,7 +26,19 @@ class Problem:
     truth: Any = None
     """The true distribution (sample / log_prob) when known, else None (text)."""
     truth_test_log_prob: np.ndarray | None = None
-    extras: dict[str, Any] = field(default_factory=dict)
+    """The truth's log-likelihood of each held-out example, when the truth is known."""
+    tokens: TokenSpace | None = None
+    """Token rows: the vocabulary and row length a language model is built for."""
+    family_data: Any = None
+    """What only the family's own builder and statistics read (linreg: ``LinregWorld``)."""
+
+
+@dataclass(frozen=True)
+class TokenSpace:
+    """The shape of token items: ids in ``[0, vocab_size)``, rows of ``block_size`` tokens."""
+
+    vocab_size: int
+    block_size: int
 
 
 def tail_mask(truth_log_prob: np.ndarray, quantile: float = TAIL_QUANTILE) -> np.ndarray:

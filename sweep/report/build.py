@@ -36,12 +36,11 @@ from sweep.observe.palette import (
     marker_areas,
     regime_color,
 )
+from sweep.problems import size_columns
 from sweep.report.html import render_html
 from sweep.rundir.ledger import LEDGER_FILE
 from sweep.theory.curves import theory_curves
 
-SIZE_COLS = ("param.model.size", "param.model.dim", "param.model.outcomes", "param.model.components",
-             "param.model.n_layer", "param.model.n_embd")
 X_COL, Y_COL = "param.recursion.real_fraction", "param.curation.strength"
 
 
@@ -169,7 +168,7 @@ def _error_bars(ax, part: pd.DataFrame, color: str) -> None:
 
 # --------------------------------------------------------------------------- 2. phase diagram
 def _size_col(df: pd.DataFrame) -> str | None:
-    return next((c for c in SIZE_COLS if c in df and df[c].nunique() > 1), None)
+    return next((c for c in size_columns() if c in df and df[c].nunique() > 1), None)
 
 
 def fig_phase(sweep: Sweep, out: Path) -> Path | None:
