@@ -2,8 +2,9 @@
 
 A name in a config is looked up in this order:
 
-1. registered in this process (the built-ins register themselves when ``sweep`` is imported,
-   with the same public call a user's package uses: ``sweep.problems.register_family``);
+1. registered in this process. The built-ins register themselves with the same public call
+   a user's package uses (``sweep.problems.register_family``) when their module is imported;
+   a registry imports that module (``builtins``, named, not imported here) on first use;
 2. a dotted path ``"package.module:ATTRIBUTE"`` (e.g. ``model: {family: "mypkg.fam:FAMILY"}``),
    imported and registered under that path;
 3. an installed entry point of the registry's group (e.g. ``collapse_sweep.families``), loaded
@@ -33,12 +34,22 @@ class PluginError(LookupError):
 class Registry(Generic[T]):
     """Plugins of one kind by name: ``register``, ``get`` (with dotted paths and entry points)."""
 
-    def __init__(self, kind: str, *, entry_point_group: str,
+    def __init__(self, kind: str, *, entry_point_group: str, builtins: str | None = None,
                  check: Callable[[str, object], T] | None = None) -> None:
         self.kind = kind
         self.entry_point_group = entry_point_group
+        self.builtins = builtins
         self._check = check
         self._items: dict[str, T] = {}
+        self._builtins_loaded = builtins is None
+
+    def _load_builtins(self) -> None:
+        # The project's own plugins, registered by importing the module that defines them
+        # (a higher layer: named here as an entry point would name it, never imported at
+        # module level).
+        if not self._builtins_loaded:
+            self._builtins_loaded = True
+            importlib.import_module(self.builtins)  # type: ignore[arg-type]
 
     def register(self, name: str, plugin: T, *, replace: bool = False) -> T:
         """Make ``name`` available; a second plugin under a taken name needs ``replace=True``."""
@@ -50,6 +61,7 @@ class Registry(Generic[T]):
 
     def get(self, name: str) -> T:
         """The plugin called ``name``: registered, a dotted path, or an entry point."""
+        self._load_builtins()
         if name in self._items:
             return self._items[name]
         if ":" in name:
@@ -70,10 +82,12 @@ class Registry(Generic[T]):
 
     def names(self) -> list[str]:
         """Registered names (in registration order), then installed entry points not loaded yet."""
+        self._load_builtins()
         installed = [ep.name for ep in entry_points(group=self.entry_point_group)]
         return [*self._items, *sorted(n for n in installed if n not in self._items)]
 
     def registered(self) -> dict[str, T]:
+        self._load_builtins()
         return dict(self._items)
 
     def _import(self, path: str) -> object:
@@ -140,10 +154,13 @@ def _check_scorer(name: str, plugin: object) -> Any:
 
 #: Model families (``model.family``); ``sweep.problems`` registers the built-ins.
 FAMILIES: Registry[FamilyRules] = Registry(
-    "model.family", entry_point_group="collapse_sweep.families", check=_check_record("model.family"))
+    "model.family", entry_point_group="collapse_sweep.families", builtins="sweep.problems",
+    check=_check_record("model.family"))
 #: Real-data sources (``data.source``); ``sweep.problems`` registers the built-ins.
 SOURCES: Registry[SourceRules] = Registry(
-    "data.source", entry_point_group="collapse_sweep.sources", check=_check_record("data.source"))
+    "data.source", entry_point_group="collapse_sweep.sources", builtins="sweep.problems",
+    check=_check_record("data.source"))
 #: Curation scorers (``curation.scorer``); ``sweep.engine.curation`` registers the built-ins.
 SCORERS: Registry[Callable[..., Any]] = Registry(
-    "curation.scorer", entry_point_group="collapse_sweep.scorers", check=_check_scorer)
+    "curation.scorer", entry_point_group="collapse_sweep.scorers",
+    builtins="sweep.engine.curation", check=_check_scorer)
