@@ -9,7 +9,13 @@ from __future__ import annotations
 import io
 import json
 import os
+import pickle
 import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import optuna
@@ -143,13 +149,26 @@ def _run(args: str, capsys) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
+@pytest.fixture(scope="module")
+def _tiny_sweep(ray_session, tmp_path_factory) -> Path:
+    """One finished 4-trial sweep, run once per module by the command a user types."""
+    root = tmp_path_factory.mktemp("tiny")
+    _tiny_yaml(root / "tiny.yaml")
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        assert main(shlex.split("run tiny.yaml --storage runs --quiet")) == 0
+    finally:
+        os.chdir(cwd)
+    return root / "runs" / "tiny"
+
+
 @pytest.fixture
-def tiny_run(ray_session, tmp_path, monkeypatch, capsys):
-    """A finished 4-trial sweep in ./runs/tiny (cwd = tmp_path, relative paths as typed)."""
+def tiny_run(_tiny_sweep, tmp_path, monkeypatch) -> Path:
+    """A copy of that sweep in ./runs/tiny (cwd = tmp_path): run directories are relocatable."""
     monkeypatch.chdir(tmp_path)
     _tiny_yaml(tmp_path / "tiny.yaml")
-    code, out, err = _run("run tiny.yaml --storage runs --quiet", capsys)
-    assert code == 0, err
+    shutil.copytree(_tiny_sweep, tmp_path / "runs" / "tiny")
     return Path("runs/tiny")
 
 
@@ -158,7 +177,8 @@ def _answer(run_dir: Path) -> dict:
     from sweep.analysis.core import load_sweep, summarize
 
     s = summarize(load_sweep(run_dir))
-    strip = lambda t: None if t is None else {k: t[k] for k in ("params", "quality_gap", "total_flops")}  # noqa: E731
+    def strip(t):
+        return None if t is None else {k: t[k] for k in ("params", "quality_gap", "total_flops")}
     return {"counts": s["counts"], "cheapest": strip(s.get("cheapest_feasible")),
             "front": sorted(json.dumps(strip(t), sort_keys=True) for t in s["pareto_front"])}
 
@@ -177,18 +197,18 @@ def test_ledger_is_the_source_of_truth(tiny_run, capsys):
     (tiny_run / "results.parquet").write_bytes(b"PAR1 not really")
     assert _answer(tiny_run) == answer
     (tiny_run / "results.csv").write_text("trial_id,status\nx,running\n")
-    code, out, err = _run(f"report {tiny_run}", capsys)
+    code, _, err = _run(f"report {tiny_run}", capsys)
     assert code == 0, err
     pd.testing.assert_frame_equal(pd.read_csv(tiny_run / "results.csv"), csv_before)
     assert len(pd.read_parquet(tiny_run / "results.parquet")) == 4
 
     lines = (tiny_run / "ledger.jsonl").read_text().splitlines(keepends=True)
     (tiny_run / "ledger.jsonl").write_text("".join(lines[: len(lines) // 2]))
-    code, out, err = _run(f"analyze {tiny_run}", capsys)
+    code, _, err = _run(f"analyze {tiny_run}", capsys)
     assert code == 2 and err.count("\n") == 1, err
     assert "ledger.jsonl" in err and f"collapse-sweep resume {tiny_run}" in err
     (tiny_run / "ledger.jsonl").unlink()
-    code, out, err = _run(f"analyze {tiny_run}", capsys)
+    code, _out, err = _run(f"analyze {tiny_run}", capsys)
     assert code == 2 and "ledger.jsonl" in err, err
 
 
@@ -288,3 +308,307 @@ def test_chain_command_does_not_rewrite_everything_every_generation(tmp_path, mo
     assert load_checkpoint(out / "checkpoint")["generation"] == 301
 
 
+# --------------------------------------------------------------------------- the driver
+def test_resume_does_not_unpickle_the_run_directory(tiny_run, tmp_path, capsys):
+    """Item 1: a crafted tune/*.pkl is never loaded; resume rebuilds from ledger + study."""
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.mkdir, (str(marker),))
+
+    blob = pickle.dumps(Payload())
+    for name in ("tuner.pkl", "trainable.pkl", "search_gen_state-0.pkl"):
+        (tiny_run / "tune" / name).write_bytes(blob)
+    answer = _answer(tiny_run)
+    code, _out, err = _run(f"resume {tiny_run} --quiet", capsys)
+    assert code == 0, err
+    assert not marker.exists()
+    assert _answer(tiny_run) == answer
+
+
+def test_resume_with_a_relative_run_dir(tiny_run, capsys):
+    """Item 2: the README's `collapse-sweep resume runs/quick` works with a relative path."""
+    assert not tiny_run.is_absolute()
+    code, out, err = _run(f"resume {tiny_run} --quiet", capsys)
+    assert code == 0, err
+    assert "cheapest non-collapsing configuration" in out
+
+
+def test_run_into_an_existing_name_refuses_unless_extend_or_overwrite(tiny_run, tmp_path, capsys):
+    """Item 3: no silent merge; --extend needs the same space; --overwrite starts over."""
+    yaml_before = (tiny_run / "sweep.yaml").read_text()
+    narrowed = dict(TINY["search"]["space"], **{"recursion.regime": {"choice": ["replace"]}})
+    _tiny_yaml(tmp_path / "narrow.yaml", **{"search.space": narrowed, "search.trials": 2})
+    code, _, err = _run("run narrow.yaml --storage runs --quiet", capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert "runs/tiny already exists" in err and "--extend" in err and "--overwrite" in err
+    code, _, err = _run("run narrow.yaml --storage runs --quiet --extend", capsys)
+    assert code == 2 and "--extend: the search space differs" in err, err
+    assert (tiny_run / "sweep.yaml").read_text() == yaml_before
+    assert len(_study(tiny_run).trials) == 4
+
+    _tiny_yaml(tmp_path / "more.yaml", **{"search.trials": 2,
+                                          "search.space.recursion.real_fraction": {"grid": [0.0, 0.5, 1.0]}})
+    code, _, err = _run("run more.yaml --storage runs --quiet --extend", capsys)
+    assert code == 2 and "--extend: the search space differs" in err, err
+
+    _tiny_yaml(tmp_path / "same.yaml", **{"search.trials": 2, "search.sampler": "random"})
+    code, _, err = _run("run same.yaml --storage runs --quiet --extend", capsys)
+    assert code == 0, err
+    assert len(_study(tiny_run).trials) == 6
+    assert load_config(tiny_run / "sweep.yaml").search["trials"] == 6  # the whole study
+    assert len(pd.read_parquet(tiny_run / "results.parquet")) == 6
+
+    code, _out, err = _run("run narrow.yaml --storage runs --quiet --overwrite", capsys)
+    assert code == 0, err
+    assert load_config(tiny_run / "sweep.yaml").search["space"] == narrowed
+    assert len(_study(tiny_run).trials) == 2
+    df = pd.read_parquet(tiny_run / "results.parquet")
+    assert len(df) == 2 and set(df["param.recursion.regime"]) == {"replace"}
+
+
+HOLD_LOCK = """
+import fcntl, sys, time
+f = open(sys.argv[1], "a")
+fcntl.flock(f, fcntl.LOCK_EX)
+print("locked", flush=True)
+time.sleep(600)
+"""
+
+
+def test_one_driver_per_run_directory(tiny_run, capsys):
+    """Item 4: a second driver is refused; a dead driver's lock does not stay held."""
+    from sweep.rundir.lock import LOCK_FILE
+
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(tiny_run / LOCK_FILE)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        for line in (f"resume {tiny_run} --quiet", "run tiny.yaml --storage runs --quiet --extend"):
+            code, _, err = _run(line, capsys)
+            assert code == 2 and err.count("\n") == 1, err
+            assert f"{tiny_run} is in use by another driver" in err
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    code, _out, err = _run(f"resume {tiny_run} --quiet", capsys)  # the killed holder let go
+    assert code == 0, err
+    assert len(_study(tiny_run).trials) == 4
+
+
+def test_grid_search_survives_a_late_failure_and_all_failures(tmp_path, caplog):
+    """Item 6: telling FAIL for the last grid point neither raises nor logs a traceback."""
+    import logging
+
+    from sweep.search.searcher import build_searcher
+    from sweep.search.space import validate_search
+
+    for failing in ({3}, {0, 1, 2, 3}):
+        cfg = load_config(TINY, {"name": f"grid{len(failing)}"})
+        spec = validate_search(cfg)
+        run_dir = tmp_path / cfg.name
+        write_text(run_dir / "sweep.yaml", dump_config(cfg))
+        searcher = build_searcher(cfg, spec, run_dir)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            for i in range(4):
+                assert searcher.suggest(f"t{i}") is not None
+            for i in range(4):
+                result = {"quality_gap": 0.01, "total_flops": 1.0 + i, "failed": i in failing}
+                searcher.on_trial_complete(f"t{i}", result, error=i in failing)
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+        states = [t.state.name for t in _study(run_dir).trials]
+        assert states == ["FAIL" if i in failing else "COMPLETE" for i in range(4)]
+
+
+def test_trials_close_tensorboard_with_final_metrics(tiny_run):
+    """Item 14: every trial's events hold final/* and the HParams session end."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    dirs = sorted((tiny_run / "trials").glob("*/tb"))
+    assert len(dirs) == 4
+    for tb in dirs:
+        acc = EventAccumulator(str(tb), size_guidance={"scalars": 0, "tensors": 0})
+        acc.Reload()
+        tags = acc.Tags()
+        finals = [t for t in tags["scalars"] + tags["tensors"] if t.startswith("final/")]
+        assert "final/quality_gap" in finals, tags
+        ends = [e for e in acc.PluginTagToContent("hparams")]
+        assert "_hparams_/session_end_info" in ends, ends
+
+
+def test_trial_error_column_holds_the_message(tmp_path):
+    """Item 9: the error column is the exception, not a path into Ray's session directory."""
+    from sweep.search.progress import error_text
+
+    f = tmp_path / "error.txt"
+    f.write_text("Traceback (most recent call last):\n  File x\nRuntimeError: boom at generation 2\n")
+    assert error_text(str(f)) == "RuntimeError: boom at generation 2"
+    assert error_text("") == ""
+
+
+# --------------------------------------------------------------------------- item 8 (a real driver)
+def _driver(args: list[str], cwd: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-m", "sweep", *args], cwd=cwd, env=env,
+                            start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def _wait_for(run_dir: Path, event: str, count: int, proc: subprocess.Popen, timeout: float = 120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if len([r for r in Ledger(run_dir).records() if r["event"] == event]) >= count:
+            return
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.02)
+    pytest.fail(f"no {count} {event} records within {timeout} s")
+
+
+def _kill_session(sid: int) -> None:
+    """SIGKILL what a killed driver left behind (raylet, GCS, Dashboard/RuntimeEnv agents)."""
+    for _ in range(40):
+        pids = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit() and int(entry) != os.getpid():
+                try:
+                    if os.getsid(int(entry)) == sid:
+                        pids.append(int(entry))
+                except (ProcessLookupError, PermissionError):
+                    continue
+        if not pids:
+            return
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.25)
+
+
+@pytest.mark.slow
+def test_ctrl_c_exits_130_with_a_resume_hint(ray_session, tmp_path):
+    """Item 8: Ctrl-C: exit 130, "interrupted: N of M trials done; resume with: ...", no answer."""
+    _tiny_yaml(tmp_path / "slow.yaml", **{"search.trials": 12, "search.sampler": "random",
+                                          "recursion.generations": 400,
+                                          "search.space.recursion.real_fraction": {"uniform": [0, 1]}})
+    proc = _driver(["run", "slow.yaml", "--storage", "runs", "--quiet"], tmp_path)
+    try:
+        _wait_for(tmp_path / "runs" / "tiny", "done", 1, proc)
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        _kill_session(proc.pid)
+    assert proc.returncode == 130, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("interrupted: ") and " of 12 trials done; resume with: " in last, err
+    assert last.endswith("collapse-sweep resume runs/tiny")
+    assert "cheapest non-collapsing" not in out
+
+
+def test_resume_rebuilds_a_lost_ledger(tiny_run, capsys):
+    """Item 5: resume rebuilds a deleted ledger from the trials' records; same answer after."""
+    answer = _answer(tiny_run)
+    (tiny_run / "ledger.jsonl").unlink()
+    code, _out, err = _run(f"resume {tiny_run} --quiet", capsys)
+    assert code == 0, err
+    assert _answer(tiny_run) == answer
+    assert len(_study(tiny_run).trials) == 4
+    assert all(n == 1 for n in Ledger(tiny_run).chains_started().values())
+
+
+# --------------------------------------------------------------------------- the fault drill
+def _fault_config(path: Path) -> Path:
+    return _tiny_yaml(path, **{
+        "name": "drill", "recursion.generations": 60, "recursion.samples_per_generation": 50,
+        "search.trials": 6, "search.space.recursion.regime":
+            {"choice": ["replace", "accumulate", "accumulate-subsample"]}})
+
+
+def _check_drill(run_dir: Path, reference: dict) -> None:
+    """Every trial exactly once, every study trial COMPLETE, and the reference's answer."""
+    study = _study(run_dir)
+    assert len(study.trials) == 6
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    starts = Ledger(run_dir).chains_started()
+    assert len(starts) == 6 and all(n == 1 for n in starts.values()), starts
+    df = pd.read_parquet(run_dir / "results.parquet")
+    assert sorted(df["number"]) == list(range(6)) and (df["status"] == "finished").all()
+    assert _answer(run_dir) == reference
+
+
+@pytest.mark.slow
+def test_fault_drill_every_trial_once_and_the_same_answer(ray_session, tmp_path, monkeypatch, capsys):
+    """Driver SIGKILL at three moments, a worker SIGKILL, a deleted ledger, a corrupt parquet,
+    a corrupt generation-0 cache, a moved run directory: each ends like an undisturbed run."""
+    from sweep.config import trial_config
+    from sweep.search.trial import model0_key
+
+    monkeypatch.chdir(tmp_path)
+    _fault_config(tmp_path / "drill.yaml")
+    code, _, err = _run("run drill.yaml --storage ref --quiet", capsys)
+    assert code == 0, err
+    reference = _answer(Path("ref/drill"))
+
+    def driver_killed(storage: str, event: str, count: int, *, kill_worker: bool = False) -> Path:
+        run_dir = tmp_path / storage / "drill"
+        proc = _driver(["run", "drill.yaml", "--storage", storage, "--quiet"], tmp_path)
+        try:
+            _wait_for(run_dir, event, count, proc)
+            if kill_worker:  # the trial's own process (its pid is in its ledger record)
+                pid = next(r["pid"] for r in Ledger(run_dir).records() if r["event"] == "start")
+                os.kill(pid, signal.SIGKILL)
+                _out, err = proc.communicate(timeout=300)
+                assert proc.returncode == 0, err
+            else:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait()
+        finally:
+            _kill_session(proc.pid)
+        return run_dir
+
+    def resume(run_dir: Path) -> None:
+        code, _out, err = _run(f"resume {run_dir.relative_to(tmp_path)} --quiet", capsys)
+        assert code == 0, err
+
+    # 1. driver SIGKILL as the first chain starts
+    run_dir = driver_killed("k1", "start", 1)
+    resume(run_dir)
+    _check_drill(run_dir, reference)
+
+    # 2. driver SIGKILL mid-sweep; the directory is moved and its generation-0 cache damaged
+    run_dir = driver_killed("k2", "done", 3)
+    moved = tmp_path / "elsewhere" / "drill"
+    moved.parent.mkdir()
+    run_dir.rename(moved)
+    for entry in (moved / "cache").glob("*/chain.pt"):
+        entry.write_bytes(os.urandom(2048))
+    resume(moved)
+    assert not run_dir.exists()  # nothing written to the old place
+    _check_drill(moved, reference)
+
+    # 3. driver SIGKILL once every chain is done (before its last writes)
+    run_dir = driver_killed("k3", "done", 6)
+    resume(run_dir)
+    _check_drill(run_dir, reference)
+
+    # 4. a worker SIGKILL mid-trial, with a damaged generation-0 cache from the start
+    cfg = load_config(tmp_path / "drill.yaml")
+    key = model0_key(trial_config(cfg, {"recursion.regime": "replace", "recursion.real_fraction": 0.0}))
+    (tmp_path / "w" / "drill" / "cache" / key).mkdir(parents=True)
+    (tmp_path / "w" / "drill" / "cache" / key / "chain.pt").write_bytes(os.urandom(2048))
+    run_dir = driver_killed("w", "start", 1, kill_worker=True)
+    _check_drill(run_dir, reference)
+
+    # 5. a deleted ledger: refused by analyze, rebuilt by resume
+    (run_dir / "ledger.jsonl").unlink()
+    code, _out, err = _run(f"analyze {run_dir}", capsys)
+    assert code == 2 and "ledger.jsonl: missing" in err
+    resume(run_dir)
+    _check_drill(run_dir, reference)
+
+    # 6. a corrupt results.parquet: rebuilt from the ledger
+    (run_dir / "results.parquet").write_bytes(os.urandom(512))
+    assert _answer(run_dir) == reference
+    _check_drill(run_dir, reference)

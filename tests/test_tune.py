@@ -373,8 +373,9 @@ def test_short_trial_reports_once_but_checkpoints_every_generation(tmp_path, mon
     assert len(pd.read_parquet(run_dir / "trials" / "a" / "generations.parquet")) == 5
 
 
-def test_restored_orphans_are_handed_out_again(tmp_path):
-    """After a crash, study trials the stale Tune state never saw are suggested first."""
+def test_resumed_searcher_hands_out_unrecorded_trials_first(tmp_path):
+    """After a crash, study trials whose result the ledger lacks are suggested first."""
+    from sweep.rundir.integrity import resume_plan
     from sweep.search.searcher import build_searcher
     from sweep.search.space import validate_search
 
@@ -385,15 +386,15 @@ def test_restored_orphans_are_handed_out_again(tmp_path):
     run_dir.mkdir()
     searcher = build_searcher(cfg, spec, run_dir)
     first = searcher.suggest("t0")
+    Ledger(run_dir).append("done", key="k0", trial_id="t0", number=0)
     searcher.on_trial_complete("t0", {"quality_gap": 0.01, "total_flops": 10.0, "failed": False})
-    ckpt = tmp_path / "searcher.pkl"
-    searcher.save(str(ckpt))  # Tune's last save ...
-    lost_done = searcher.suggest("t1")  # ... then a trial finished, one was asked, driver died
+    lost_done = searcher.suggest("t1")  # finished, told, but its ledger line was lost
     searcher.on_trial_complete("t1", {"quality_gap": 0.5, "total_flops": 5.0, "failed": False})
-    lost_running = searcher.suggest("t2")
+    lost_running = searcher.suggest("t2")  # running when the driver died
 
-    restored = build_searcher(cfg, spec, run_dir)
-    restored.restore(str(ckpt))
+    adopt, new = resume_plan(run_dir, cfg, spec.num_trials)
+    assert adopt == [1, 2] and new == 3
+    restored = build_searcher(cfg, spec, run_dir, resume=True, adopt=adopt)
     again = [restored.suggest(f"r{i}") for i in range(3)]
     assert [a["__number"] for a in again] == [1, 2, 3]
     assert again[0] == lost_done and again[1] == lost_running and again[2] != first

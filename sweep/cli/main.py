@@ -14,8 +14,10 @@ Bad input exits with status 2 and one line naming the field; nothing is written.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import shlex
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from sweep.config import ConfigError, load_config
@@ -69,11 +71,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", default="./runs", help="local or shared (NFS) directory; URLs such as s3://... are refused "
                    "(default ./runs)")
     p.add_argument("--quiet", action="store_true", help="no live progress table")
+    again = p.add_mutually_exclusive_group()
+    again.add_argument("--extend", action="store_true",
+                       help="STORAGE/NAME exists: add the config's search.trials trials to its "
+                            "study (same config and search space required)")
+    again.add_argument("--overwrite", action="store_true",
+                       help="STORAGE/NAME exists: delete it and start the sweep over")
 
-    p = sub.add_parser("resume", help="continue an interrupted sweep",
+    p = sub.add_parser("resume", help="continue an interrupted sweep (Ctrl-C, a killed driver)",
                        description="Continue a sweep after Ctrl-C or a killed driver: finished "
                                    "trials are not rerun (ledger.jsonl), interrupted ones restart "
-                                   "from their last generation's checkpoint.")
+                                   "from their last generation's checkpoint. Nothing "
+                                   "is unpickled from RUN_DIR: the sweep is rebuilt from "
+                                   "sweep.yaml, the ledger, optuna.db and the trials' checkpoints.")
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the sweep directory (runs/NAME)")
     p.add_argument("--address", default=None,
                    help="Ray cluster to join: 'auto' or HOST:PORT (default: a local Ray)")
@@ -126,9 +136,47 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"collapse-sweep: error: {exc}", file=sys.stderr)
         return 2
+    except _Interrupted as exc:
+        print(exc, file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         print("collapse-sweep: interrupted", file=sys.stderr)
         return 130
+
+
+class _Interrupted(Exception):
+    """A sweep stopped by Ctrl-C: its one line, exit 130."""
+
+
+@contextlib.contextmanager
+def _interruptible(run_dir: Path) -> Iterator[None]:
+    """Ctrl-C during a sweep: "interrupted: N of M trials done; resume with: ..." (exit 130).
+
+    The first Ctrl-C lets Tune stop its trials (SweepInterrupted); a second one arrives as
+    KeyboardInterrupt. No analysis is printed: a partial sweep has no final answer.
+    """
+    from sweep.search.driver import SweepInterrupted
+
+    try:
+        yield
+    except SweepInterrupted as exc:
+        raise _Interrupted(_interrupted_line(run_dir, exc.done, exc.total)) from None
+    except KeyboardInterrupt:
+        raise _Interrupted(_interrupted_line(run_dir, None, None)) from None
+
+
+def _interrupted_line(run_dir: Path, done: int | None, total: int | None) -> str:
+    if done is None or total is None:
+        try:
+            from sweep.rundir.integrity import finished_trials
+            from sweep.search.space import validate_search
+
+            config = load_config(run_dir / "sweep.yaml")
+            done, total = finished_trials(run_dir, config.name), validate_search(config).num_trials
+        except Exception:  # noqa: BLE001 - interrupted before the run directory was written
+            return "interrupted before any trial ran"
+    return (f"interrupted: {done} of {total} trials done; resume with: collapse-sweep resume "
+            f"{shlex.quote(str(run_dir))}")
 
 
 def _require_run_dir(run_dir: Path) -> Path:
@@ -170,8 +218,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         check_memory(config, chains=spec.concurrency)
     from sweep.search.driver import run_sweep
 
-    run_dir = run_sweep(config, storage=args.storage, address=args.address,
-                        progress=not args.quiet)
+    run_dir = Path(args.storage) / config.name
+    with _interruptible(run_dir):
+        run_dir = run_sweep(config, storage=args.storage, address=args.address,
+                            progress=not args.quiet, extend=args.extend,
+                            overwrite=args.overwrite)
     _print_next_steps(run_dir)
     return 0
 
@@ -179,8 +230,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_resume(args: argparse.Namespace) -> int:
     from sweep.search.driver import resume_sweep
 
-    run_dir = resume_sweep(_require_run_dir(args.run_dir), address=args.address,
-                           progress=not args.quiet)
+    with _interruptible(args.run_dir):
+        run_dir = resume_sweep(_require_run_dir(args.run_dir), address=args.address,
+                               progress=not args.quiet)
     _print_next_steps(run_dir)
     return 0
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sweep.config import ChainConfig, ConfigError, load_config, trial_config
+from sweep.files.checkpoint import CHECKPOINT_FILE
 from sweep.rundir.ledger import LEDGER_FILE, Ledger
 
 STUDY_FILE = "optuna.db"
@@ -96,3 +98,60 @@ def ledger_problem(run_dir: Path, study_name: str) -> str | None:
     state = "missing" if not (run_dir / LEDGER_FILE).is_file() else "incomplete"
     return (f"{LEDGER_FILE}: {state}: it lacks {missing} of the {finished} trials the study "
             f"finished")
+
+
+def finished_trials(run_dir: Path, study_name: str) -> int:
+    """How many of this sweep's study trials are finished (told COMPLETE or FAIL)."""
+    return sum(1 for t in study_trials(run_dir, study_name) if t.state.is_finished())
+
+
+def resume_plan(run_dir: Path, config: ChainConfig, total: int) -> tuple[list[int], int]:
+    """(study trials to hand out again, new trials to ask) to bring the sweep to ``total``.
+
+    Handed out again: every study trial of this sweep that Optuna was not told about (the
+    driver died first) or whose result the ledger does not hold (a lost ledger, an errored
+    trial). Their chains resume from their own checkpoints, and a chain whose result the
+    ledger holds returns it at once: none is rerun.
+    """
+    trials = study_trials(run_dir, config.name)
+    recorded = recorded_numbers(run_dir)
+    adopt = [t.number for t in trials if t.number not in recorded or not t.state.is_finished()]
+    return adopt, max(0, total - len(trials))
+
+
+def recover_starts(run_dir: Path, config: ChainConfig) -> int:
+    """Rebuild the ``start`` records a lost ledger held, from the trials' own records.
+
+    A trial directory with a checkpoint but no ledger record is matched, by its config
+    (``trials/<id>/config.yaml``), to a study trial the ledger does not know; its chain then
+    resumes from that checkpoint instead of running again. Returns the records written.
+    """
+    ledger = Ledger(run_dir)
+    records = ledger.records()
+    known_dirs = {r.get("trial_id") for r in records}
+    known_numbers = {int(r.get("number", -1)) for r in records
+                     if r.get("event") in ("start", "reuse", "done")}
+    unclaimed: dict[str, list] = {}
+    for t in study_trials(run_dir, config.name):
+        if t.number in known_numbers or not t.params:
+            continue
+        try:
+            key = trial_config(config, dict(t.params)).fingerprint()
+        except ConfigError:
+            continue
+        unclaimed.setdefault(key, []).append(t)
+    written = 0
+    for tdir in sorted(p for p in (Path(run_dir) / "trials").glob("*") if p.is_dir()):
+        if tdir.name in known_dirs or not (tdir / "ckpt" / CHECKPOINT_FILE).is_file():
+            continue  # recorded, or never ran a chain here (a reused trial's copy)
+        try:
+            trial_cfg = load_config(tdir / "config.yaml")
+        except ConfigError:
+            continue
+        key = trial_cfg.fingerprint()
+        if unclaimed.get(key):
+            t = unclaimed[key].pop(0)
+            ledger.append("start", key=key, trial_id=tdir.name, number=t.number,
+                          params=dict(t.params), seed=trial_cfg.seed, node="", recovered=True)
+            written += 1
+    return written

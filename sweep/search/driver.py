@@ -11,6 +11,8 @@ command line is ``collapse-sweep run | resume`` (``sweep.cli``).
 from __future__ import annotations
 
 import os
+import shutil
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -21,12 +23,15 @@ from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
 from sweep.config import ChainConfig, ConfigError, dump_config, load_config
 from sweep.files.atomic import write_text
+from sweep.rundir.integrity import finished_trials, recover_starts, resume_plan
+from sweep.rundir.lock import LOCK_FILE, driver_lock
 from sweep.search.progress import SweepProgress, SweepSettings, write_sweep_results
 from sweep.search.searcher import build_searcher
 from sweep.search.space import validate_search
 from sweep.search.trial import run_trial
 
-TUNE_DIR = "tune"  # Tune's experiment state: RUN_DIR/tune
+TUNE_DIR = "tune"  # Tune's experiment state: RUN_DIR/tune (written, never read back)
+WATCH_DRIVER_S = 1.0  # a local trial process checks this often that its driver is alive
 # Tune saves its experiment state every ~10 s by default; the ledger covers the gap, and a
 # 1 s period keeps the number of trials to reconcile after a crash small.
 DRIVER_ENV = {"TUNE_GLOBAL_CHECKPOINT_S": "1", "RAY_AIR_NEW_OUTPUT": "0",
@@ -38,6 +43,8 @@ DRIVER_ENV = {"TUNE_GLOBAL_CHECKPOINT_S": "1", "RAY_AIR_NEW_OUTPUT": "0",
 def tune_trainable(config: dict[str, Any]) -> None:
     """The Tune function trainable: one trial = ``run_trial`` with Tune's report/checkpoint."""
     params = {k: v for k, v in config.items() if not k.startswith("__")}
+    if config.get("__driver_pid"):
+        _watch_driver(int(config["__driver_pid"]))
     ctx = ray.get_runtime_context()
     node = f"{ray.util.get_node_ip_address()}/{ctx.get_node_id()[:8]}"
     run = dict(run_dir=Path(config["__run_dir"]), params=params,
@@ -49,6 +56,32 @@ def tune_trainable(config: dict[str, Any]) -> None:
         return
     with checkpoint.as_directory() as restored:
         run_trial(**run, restored=Path(restored))
+
+
+_WATCHED: set[int] = set()
+
+
+def _watch_driver(pid: int) -> None:
+    """End this trial process when the local driver that started Ray is gone (SIGKILL).
+
+    Ray does not stop a killed driver's trial workers, which then hold CPUs and write into
+    the run directory; ``resume`` takes over their chains from the checkpoints.
+    """
+    if pid in _WATCHED:
+        return
+    _WATCHED.add(pid)
+
+    def watch() -> None:
+        while True:
+            time.sleep(WATCH_DRIVER_S)
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                os._exit(1)
+            except PermissionError:
+                pass
+
+    threading.Thread(target=watch, name="watch-driver", daemon=True).start()
 
 
 def _tune_report(metrics: dict[str, Any], ckpt_dir: Path | None) -> None:
@@ -81,16 +114,26 @@ def trial_resources(config: ChainConfig) -> dict[str, float]:
     return {"cpu": float(res.get("cpu", 1)), "gpu": float(res.get("gpu", 0))}
 
 
-def _new_tuner(settings: SweepSettings, trainable: Any, *, resume: bool) -> tune.Tuner:
+class SweepInterrupted(Exception):
+    """The sweep stopped before all its trials finished (Ctrl-C); resume continues it."""
+
+    def __init__(self, run_dir: Path, done: int, total: int) -> None:
+        super().__init__(f"interrupted: {done} of {total} trials done")
+        self.run_dir, self.done, self.total = run_dir, done, total
+
+
+def _new_tuner(settings: SweepSettings, trainable: Any, *, resume: bool, adopt: list[int],
+               num_samples: int, driver_pid: int | None) -> tune.Tuner:
     config, spec, run_dir = settings.config, settings.spec, settings.run_dir
-    # resume: the driver died before Tune saved anything; the searcher adopts the study's trials
-    searcher = build_searcher(config, spec, run_dir, resume=resume)
+    searcher = build_searcher(config, spec, run_dir, resume=resume, adopt=adopt)
     return tune.Tuner(
         trainable,
+        # The run directory's place is taken from here each time a driver starts, never from
+        # a saved state: a moved or copied run directory resumes where it now is.
         param_space={"__run_dir": str(run_dir.resolve()),
-                     "__cpus": trial_resources(config)["cpu"]},
+                     "__cpus": trial_resources(config)["cpu"], "__driver_pid": driver_pid},
         tune_config=tune.TuneConfig(
-            search_alg=searcher, num_samples=spec.num_trials,
+            search_alg=searcher, num_samples=num_samples,
             max_concurrent_trials=spec.concurrency, reuse_actors=True,
             trial_dirname_creator=_trial_dirname),
         run_config=tune.RunConfig(
@@ -102,55 +145,122 @@ def _new_tuner(settings: SweepSettings, trainable: Any, *, resume: bool) -> tune
 
 
 def _fit(settings: SweepSettings, *, address: str | None, resume: bool) -> Path:
+    """Run the trials the sweep still needs; SweepInterrupted when it stopped short.
+
+    Nothing Tune wrote is read back (its state is pickles: loading them would run whatever
+    code the run directory holds): a resumed sweep is rebuilt from sweep.yaml, the ledger,
+    the Optuna study and the trials' own checkpoints.
+    """
     started = time.time()
-    started_ray = init_ray(address)
-    trainable = tune.with_resources(tune_trainable, trial_resources(settings.config))
-    tune_path = str(settings.run_dir / TUNE_DIR)
+    run_dir, total = settings.run_dir, settings.spec.num_trials
+    shutil.rmtree(run_dir / TUNE_DIR, ignore_errors=True)
+    if resume:
+        recover_starts(run_dir, settings.config)  # a lost ledger: its trials' start records
+        adopt, new = resume_plan(run_dir, settings.config, total)
+    else:
+        adopt, new = [], total
+    started_ray = False
     try:
-        if resume and tune.Tuner.can_restore(tune_path):
-            tuner = tune.Tuner.restore(tune_path, trainable=trainable, resume_errored=True)
-        else:
-            tuner = _new_tuner(settings, trainable, resume=resume)
-        tuner.fit()
+        if adopt or new:
+            started_ray = init_ray(address)
+            trainable = tune.with_resources(tune_trainable, trial_resources(settings.config))
+            tuner = _new_tuner(settings, trainable, resume=resume, adopt=adopt,
+                               num_samples=len(adopt) + new,
+                               driver_pid=os.getpid() if started_ray else None)
+            tuner.fit()
     finally:
         write_sweep_results(settings, wall_seconds=time.time() - started)
         if started_ray:
             ray.shutdown()
-    return settings.run_dir
+    done = finished_trials(run_dir, settings.config.name)
+    if done < total:  # Tune returns early on Ctrl-C (its SIGINT handler ends the run)
+        raise SweepInterrupted(run_dir, done, total)
+    return run_dir
 
 
 def run_sweep(config: ChainConfig, *, name: str | None = None, storage: str = "./runs",
-              address: str | None = None, progress: bool = True) -> Path:
+              address: str | None = None, progress: bool = True, extend: bool = False,
+              overwrite: bool = False) -> Path:
     """Run the sweep of ``config.search``; returns RUN_DIR = storage/name.
 
-    An existing RUN_DIR of the same name is extended: its Optuna study is loaded and the
-    new trials add to it (trials already done, by config, are not run again).
+    A run directory that exists already is refused, unless ``extend`` (the same config and
+    search space, ``search.trials`` more trials added to its study) or ``overwrite`` (it
+    is emptied and the sweep starts over). One driver at a time per run directory.
     """
     if name is not None:
         config = load_config(config.model_dump(mode="json"), overrides={"name": name})
     spec = validate_search(config)  # every config error before Ray starts
     if "://" in storage:
         raise ConfigError(f"--storage: {storage!r}: use a local or shared (NFS) directory")
+    if extend and overwrite:
+        raise ConfigError("--extend, --overwrite: choose one")
     run_dir = Path(storage) / config.name
+    exists = (run_dir / "sweep.yaml").is_file()
+    if exists and not (extend or overwrite):
+        raise ConfigError(f"--name: {run_dir} already exists; add trials to it with --extend "
+                          "(same config and search space), start over with --overwrite, or "
+                          "choose another --name")
+    if exists and extend:
+        config = extended_config(load_config(run_dir / "sweep.yaml"), config, run_dir)
+        spec = validate_search(config)
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_text(run_dir / "sweep.yaml", dump_config(config))
-    tune_path = run_dir / TUNE_DIR
-    if tune_path.exists():  # a new sweep into an old run: keep the old Tune state aside
-        tune_path.rename(run_dir / f"{TUNE_DIR}-{int(time.time())}")
-    settings = SweepSettings(config=config, spec=spec, run_dir=run_dir, progress=progress)
-    return _fit(settings, address=address, resume=False)
+    with driver_lock(run_dir):
+        if exists and overwrite:
+            _empty(run_dir)
+        write_text(run_dir / "sweep.yaml", dump_config(config))
+        settings = SweepSettings(config=config, spec=spec, run_dir=run_dir, progress=progress)
+        return _fit(settings, address=address, resume=exists and extend)
+
+
+def extended_config(old: ChainConfig, new: ChainConfig, run_dir: Path) -> ChainConfig:
+    """The old sweep with ``new.search.trials`` more trials; ConfigError unless the two agree
+    on everything but the trial count, sampler and concurrency (and resources)."""
+    free = ("trials", "sampler", "sampler_seed", "concurrency")
+    a, b = old.model_dump(mode="json"), new.model_dump(mode="json")
+    for tree in (a, b):
+        tree.pop("resources", None)
+        for key in free:
+            (tree.get("search") or {}).pop(key, None)
+    if (a.get("search") or {}).get("space") != (b.get("search") or {}).get("space"):
+        raise ConfigError(f"--extend: the search space differs from {run_dir / 'sweep.yaml'}; "
+                          "extending needs the same space (use --overwrite or another --name)")
+    if a != b:
+        diff = _first_difference(a, b)
+        raise ConfigError(f"--extend: {diff} differs from {run_dir / 'sweep.yaml'}; extending "
+                          "needs the same config apart from search.trials, sampler, concurrency")
+    total = validate_search(old).num_trials + validate_search(new).num_trials
+    tree = new.model_dump(mode="json")
+    tree["search"]["trials"] = total
+    return load_config(tree)
+
+
+def _first_difference(a: Any, b: Any, path: str = "") -> str:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b)):
+            if a.get(key) != b.get(key):
+                return _first_difference(a.get(key), b.get(key), f"{path}.{key}".lstrip("."))
+    return path or "config"
+
+
+def _empty(run_dir: Path) -> None:
+    """Remove what a run directory holds (``--overwrite``), except the lock being held."""
+    for entry in run_dir.iterdir():
+        if entry.name == LOCK_FILE:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
 
 
 def resume_sweep(run_dir: Path, *, address: str | None = None, progress: bool = True) -> Path:
-    """Continue an interrupted sweep: done trials are not rerun, running ones continue.
-
-    When Tune's saved state is found, its pickled callback draws the status line when
-    stderr is a terminal (``progress`` then only applies to a sweep Tune never saved).
-    """
+    """Continue an interrupted sweep: done trials are not rerun, running ones continue from
+    their own checkpoints, a lost ledger is rebuilt. One driver at a time per run directory."""
     run_dir = Path(run_dir)
     if not (run_dir / "sweep.yaml").is_file():
         raise ConfigError(f"RUN_DIR: {run_dir} is not a sweep directory (no sweep.yaml)")
     config = load_config(run_dir / "sweep.yaml")
     settings = SweepSettings(config=config, spec=validate_search(config), run_dir=run_dir,
                              progress=progress)
-    return _fit(settings, address=address, resume=True)
+    with driver_lock(run_dir):
+        return _fit(settings, address=address, resume=True)

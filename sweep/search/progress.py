@@ -23,6 +23,7 @@ from typing import Any
 
 import pandas as pd
 from ray.tune import Callback
+from rich.markup import escape
 
 from sweep.config import ChainConfig, ConfigError, trial_config
 from sweep.rundir.ledger import Ledger
@@ -132,7 +133,7 @@ class SweepProgress(Callback):
             key = trial.trial_id
         Ledger(self.settings.run_dir).append(
             "error", key=key, trial_id=trial.trial_id, params=params,
-            number=int(trial.config.get("__number", -1)), error=str(trial.error_file or ""))
+            number=int(trial.config.get("__number", -1)), error=error_text(trial.error_file))
         self._stale = True
         self._maybe_refresh(trials)
 
@@ -208,9 +209,21 @@ class SweepProgress(Callback):
             f"{best['total_flops']:.3g} " + " ".join(
                 f"{k.rsplit('.', 1)[-1]}={_short(v)}" for k, v in best.items()
                 if str(k).startswith("param.")))
+        best_txt = escape(best_txt)
         return (f"[bold]{cfg.name}[/] trials {done}/{total} done, {running} running, "
                 f"{failed} failed | elapsed {elapsed:.0f}s ETA "
                 f"{'?' if math.isnan(eta) else f'{eta:.0f}s'} | best feasible: {best_txt}")
+
+
+def error_text(error_file: str | None) -> str:
+    """The exception line of a Tune trial's error file (not its path in Ray's session dir)."""
+    if not error_file:
+        return ""
+    try:
+        lines = [line.strip() for line in Path(error_file).read_text().splitlines() if line.strip()]
+    except OSError:
+        return "the trial's worker failed (its error file is gone)"
+    return lines[-1][:500] if lines else ""
 
 
 def _short(value: Any) -> str:

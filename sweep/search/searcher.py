@@ -6,13 +6,15 @@ and tells the study ``RUN_DIR/optuna.db`` (study name = run name) and adds what 
 
 - the feasibility constraint ``quality_gap - tolerance <= 0`` on every finished trial;
 - FAIL for a failed, diverged or non-finite trial (Optuna never leaves it RUNNING);
-- after a crash, study trials that Tune's saved state never heard of are handed out again
-  before new ones are asked (``adopt_orphans``), so every trial runs exactly once.
+- after a crash, study trials whose result the ledger does not hold are handed out again
+  before new ones are asked (``adopt``), so every trial runs exactly once;
+- a grid sampler that does not call ``study.stop()`` (which raises outside ``optimize``).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +24,9 @@ from ray.tune.search.optuna import OptunaSearch
 
 from sweep.config import ChainConfig
 from sweep.files.atomic import write_text
+from sweep.rundir.integrity import FIRST_NUMBER_FILE
 from sweep.search.space import SearchSpec
 
-#: RUN_DIR/<this>: the study's first trial number of this sweep (a resume adopts from there).
-FIRST_NUMBER_FILE = "first_trial_number"
 #: The constraint's name in Optuna (system attribute ``constraints:<name>``).
 CONSTRAINT = "quality_gap"
 
@@ -34,7 +35,7 @@ def make_sampler(spec: SearchSpec, seed: int) -> optuna.samplers.BaseSampler:
     """The Optuna sampler named by ``search.sampler``, seeded."""
     s = optuna.samplers
     if spec.sampler == "grid":
-        return s.GridSampler(spec.grid_values(), seed=seed)
+        return TuneGridSampler(spec.grid_values(), seed=seed)
     if spec.sampler == "tpe":
         # constant_liar: trials still running count as bad guesses, so that parallel
         # workers do not all get the same suggestion.
@@ -45,6 +46,18 @@ def make_sampler(spec: SearchSpec, seed: int) -> optuna.samplers.BaseSampler:
     if spec.sampler == "random":
         return s.RandomSampler(seed=seed)
     return s.NSGAIISampler(seed=seed, population_size=max(4, min(50, spec.trials // 4)))
+
+
+class TuneGridSampler(optuna.samplers.GridSampler):
+    """GridSampler without its ``study.stop()`` once the grid is covered.
+
+    That call only works inside ``study.optimize``; told from Tune it raises (a late failed
+    trial crashed the sweep). Tune's ``num_samples`` already ends the sweep.
+    """
+
+    def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState,
+                    values: Any) -> None:
+        return None
 
 
 def _finite(value: Any) -> bool:
@@ -61,12 +74,12 @@ class ConstrainedOptunaSearch(OptunaSearch):
     def __init__(self, *, space: dict[str, Any], objectives: dict[str, str],
                  sampler: optuna.samplers.BaseSampler, study_name: str,
                  storage: optuna.storages.BaseStorage, tolerance: float, first_number: int,
-                 adopt_orphans: bool = False) -> None:
+                 adopt: Sequence[int] = ()) -> None:
         super().__init__(space=space, metric=list(objectives), mode=list(objectives.values()),
                          sampler=sampler, study_name=study_name, storage=storage)
         self.tolerance = tolerance
         self.first_number = first_number
-        self.adopting = adopt_orphans
+        self.to_adopt = list(adopt)  # study trials handed out again before new ones are asked
         self.storage = storage
         self.study_name = study_name
 
@@ -75,16 +88,9 @@ class ConstrainedOptunaSearch(OptunaSearch):
         return self._ot_study
 
     # ---------------------------------------------------------------- Tune's searcher API
-    def restore(self, checkpoint_path: str) -> None:
-        super().restore(checkpoint_path)
-        self.adopting = True
-        # The pickled sampler's RNG is as old as Tune's last save: without a reseed it
-        # replays the configs of the trials asked after it (already in the study).
-        self.study.sampler.reseed_rng()
-
     def suggest(self, trial_id: str) -> dict | None:
-        if self.adopting and trial_id not in self._ot_trials:
-            self._adopt_orphan(trial_id)
+        if self.to_adopt and trial_id not in self._ot_trials:
+            self._adopt(trial_id, self.to_adopt.pop(0))
         params = super().suggest(trial_id)
         if params is not None:
             params["__number"] = self._ot_trials[trial_id].number
@@ -109,27 +115,20 @@ class ConstrainedOptunaSearch(OptunaSearch):
         super().on_trial_complete(trial_id, result, error)
 
     # ---------------------------------------------------------------- crash recovery
-    def _orphans(self) -> list[FrozenTrial]:
-        """This sweep's study trials that no Tune trial holds (asked before a crash)."""
-        held = {t.number for t in self._ot_trials.values()}
-        return [t for t in self.study.get_trials(deepcopy=False)
-                if t.number >= self.first_number and t.number not in held]
-
-    def _adopt_orphan(self, trial_id: str) -> None:
-        orphans = self._orphans()
-        if not orphans:
-            self.adopting = False  # none left: ask the sampler from now on
-            return
-        self._ot_trials[trial_id] = optuna.trial.Trial(self.study, orphans[0]._trial_id)
+    def _adopt(self, trial_id: str, number: int) -> None:
+        """Hand study trial ``number`` (asked before a crash) to the Tune trial ``trial_id``."""
+        frozen = next(t for t in self.study.get_trials(deepcopy=False) if t.number == number)
+        self._ot_trials[trial_id] = optuna.trial.Trial(self.study, frozen._trial_id)
 
 
 def build_searcher(config: ChainConfig, spec: SearchSpec, run_dir: Path, *,
-                   resume: bool = False) -> ConstrainedOptunaSearch:
+                   resume: bool = False, adopt: Sequence[int] = ()) -> ConstrainedOptunaSearch:
     """The searcher of the sweep in ``run_dir``.
 
-    A new sweep records the study's first trial number of this sweep (an existing study
-    under the same name is extended); ``resume=True`` reads it back and adopts the study
-    trials that were asked but never reached Tune's saved state.
+    A new sweep records the study's first trial number of this sweep; ``resume=True`` reads
+    it back, hands out the study trials ``adopt`` (asked before a crash, their result not in
+    the ledger) before asking new ones, and reseeds the sampler so that it does not replay
+    the configs it suggested before the crash.
     """
     storage = optuna.storages.RDBStorage(f"sqlite:///{run_dir.resolve() / 'optuna.db'}")
     marker = run_dir / FIRST_NUMBER_FILE
@@ -142,7 +141,10 @@ def build_searcher(config: ChainConfig, spec: SearchSpec, run_dir: Path, *,
             first = 0
         write_text(marker, str(first))
     seed = spec.sampler_seed if spec.sampler_seed is not None else config.seed
+    sampler = make_sampler(spec, seed)
+    if resume:
+        sampler.reseed_rng()
     return ConstrainedOptunaSearch(
         space=spec.distributions(), objectives=dict(spec.objectives),
-        sampler=make_sampler(spec, seed), study_name=config.name, storage=storage,
-        tolerance=config.collapse.tolerance, first_number=first, adopt_orphans=resume)
+        sampler=sampler, study_name=config.name, storage=storage,
+        tolerance=config.collapse.tolerance, first_number=first, adopt=adopt)

@@ -191,20 +191,24 @@ class TrialRun:
                 self.step(logger)
             except Exception as exc:  # noqa: BLE001 - the chain's own error: a failed trial
                 self.finish(_failed_record(exc, chain))
+                logger.close(self.record)
                 self.report(_metrics(self.record, done=True, generation=chain.generation), None)
                 break
             payload = self.save()
             self.record = _final_record(chain, objectives=self.objectives)
             if chain.done:
                 self.finish(self.record)
+                # TensorBoard gets the final metrics and the session end before Tune hears
+                # the last report: that report may end the trial's process.
+                logger.close(self.record)
             elif frames.due():
                 self.write_frame()
             if chain.done or reports.due():
                 self.report_progress(payload, with_checkpoint=not chain.done and tune_ckpts.due())
         if "key" not in self.record:  # restored a finished chain whose end was not recorded yet
             self.finish(_final_record(chain, objectives=self.objectives))
+            logger.close(self.record)
             self.report(_metrics(self.record, done=True, generation=chain.generation - 1), None)
-        logger.close(self.record)  # the logger picks the final metrics it knows
         return self.record
 
     def step(self, logger: _ChainLogger) -> None:
