@@ -61,7 +61,8 @@ def _hf(dims: tuple[int, int, int], activation: str, positions: int) -> Any:
 def _ours(dims: tuple[int, int, int], block_size: int) -> GPTModel:
     n_layer, n_head, n_embd = dims
     return GPTModel(vocab_size=VOCAB, block_size=block_size, size=None, n_layer=n_layer,
-                    n_head=n_head, n_embd=n_embd, device="cpu", train=GPTTrainConfig(),
+                    n_head=n_head, n_embd=n_embd, device="cpu",
+                    train=GPTTrainConfig(lr=3e-3, batch_size=64, epochs=4.0),
                     seed=0)
 
 

@@ -24,18 +24,9 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 from models.base import check_items
+from models.gpt_settings import SIZES, GPTTrainConfig  # noqa: F401 - re-exported
 from models.tokens import EOS, item_size  # noqa: F401 - item_size re-exported
 from models.tokens import counted_mask as _np_counted_mask
-
-#: Named sizes (n_layer, n_head, n_embd), roughly log-spaced in non-embedding params
-#: (12 * n_layer * n_embd^2): xs ~55k, s ~0.33M, m ~1.8M, l ~7.4M, xl ~19M.
-SIZES: dict[str, tuple[int, int, int]] = {
-    "xs": (2, 2, 48),
-    "s": (3, 3, 96),
-    "m": (4, 4, 192),
-    "l": (6, 8, 320),
-    "xl": (8, 8, 448),
-}
 
 
 # --------------------------------------------------------------------------- the network
@@ -193,32 +184,6 @@ def filter_logits(logits: torch.Tensor, *, temperature: float, top_k: int,
 
 
 # --------------------------------------------------------------------------- the Model
-@dataclass
-class GPTTrainConfig:
-    lr: float = 3e-3
-    """AdamW peak learning rate."""
-    weight_decay: float = 0.01
-    """AdamW weight decay (matrices only; biases, LayerNorms are not decayed)."""
-    batch_size: int = 64
-    """Sequences per optimisation step."""
-    epochs: float = 4.0
-    """Budget: passes over this generation's training set, so accumulated data costs compute."""
-    token_budget: int | None = None
-    """If set, train on this many (counted) tokens instead of ``epochs``."""
-    warmup: float = 0.05
-    """Fraction of steps of linear warm-up before the cosine decay to lr / 10."""
-    grad_clip: float = 1.0
-    """Gradient norm clip (0 disables)."""
-    val_fraction: float = 0.1
-    """Share of the training rows held out for early stopping (0 disables; none below 20 rows)."""
-    patience: int = 2
-    """Evaluations without validation improvement before stopping."""
-    evals_per_epoch: int = 1
-    """Validation evaluations per epoch (at least 8 per fit for short budgets)."""
-    eval_batch_size: int = 256
-    """Sequences per batch when scoring and sampling."""
-
-
 @dataclass
 class _FitRecord:
     items: int = 0

@@ -16,7 +16,7 @@ V, L = 16, 12
 
 def tiny(**train: float) -> GPTModel:
     return GPTModel(vocab_size=V, block_size=L, size="xs", device="cpu",
-                    train=GPTTrainConfig(batch_size=32, **train))
+                    train=GPTTrainConfig(**{"lr": 3e-3, "epochs": 4.0, "batch_size": 32, **train}))
 
 
 @pytest.fixture(scope="module")
@@ -206,7 +206,7 @@ def test_dropout_fits_are_reproducible_and_leave_the_global_rng_alone(language: 
     losses = []
     for _ in range(2):
         m = GPTModel(vocab_size=V, block_size=L, size="xs", device="cpu", dropout=0.2,
-                     train=GPTTrainConfig(batch_size=32, epochs=1, val_fraction=0.0))
+                     train=GPTTrainConfig(lr=3e-3, batch_size=32, epochs=1, val_fraction=0.0))
         m.fit(data, np.random.default_rng(1))
         losses.append(m.summary()["train_loss"])
     assert losses[0] == losses[1]
@@ -229,3 +229,15 @@ def test_a_five_generation_xs_chain_degrades_and_stays_finite() -> None:
         data = m.sample(1000, rng)
     assert np.isfinite(nll).all() and nll[0] < math.log(32) - 1.0
     assert nll[-1] > nll[0]
+
+
+def test_config_training_section_is_the_models_settings():
+    """One home: model.train is generated from GPTTrainConfig (no field dropped, same defaults)."""
+    import dataclasses
+
+    from sweep.config import ConfigError, load_config
+
+    train = load_config({"model": {"family": "gpt"}}).model.train
+    assert train.model_dump() == dataclasses.asdict(GPTTrainConfig())
+    with pytest.raises(ConfigError, match=r"^model.train.patience: input should be greater"):
+        load_config({"model": {"family": "gpt", "train": {"patience": 0}}})

@@ -26,7 +26,7 @@ from sweep.analysis.format import (  # noqa: F401 - re-exported
 from sweep.analysis.importance import importances
 from sweep.analysis.load import (  # noqa: F401 - re-exported: the analysis API in one import
     DEFAULT_OBJECTIVES,
-    OK_STATUS,
+    OK_STATUSES,
     REGIME_COL,
     Sweep,
     complete,
@@ -35,14 +35,7 @@ from sweep.analysis.load import (  # noqa: F401 - re-exported: the analysis API 
 )
 from sweep.analysis.view import print_analysis
 from sweep.files.atomic import write_text
-
-
-def _feasible(df: pd.DataFrame) -> pd.Series:
-    if "feasible" in df:
-        return df["feasible"].fillna(False).astype(bool)
-    if "collapsed" in df:
-        return ~df["collapsed"].fillna(True).astype(bool)
-    raise KeyError("results need a `feasible` or `collapsed` column to tell collapse apart")
+from sweep.rundir.results import cheapest_feasible, feasible_mask  # noqa: F401 - re-exported
 
 
 def pareto_front(df: pd.DataFrame, objectives: dict[str, str] | None = None, *,
@@ -62,7 +55,7 @@ def pareto_front(df: pd.DataFrame, objectives: dict[str, str] | None = None, *,
     if "reused_from" in pool and not pool.empty:
         pool = pool[pool["reused_from"].fillna("").astype(str) == ""]
     if feasible_only and not pool.empty:
-        pool = pool[_feasible(pool)]
+        pool = pool[feasible_mask(pool)]
     if pool.empty:
         return pool
     signs = np.array([1.0 if mode == "min" else -1.0 for mode in objectives.values()])
@@ -74,17 +67,6 @@ def pareto_front(df: pd.DataFrame, objectives: dict[str, str] | None = None, *,
     keys = list(objectives) + (["number"] if "number" in front else [])
     ascending = [m == "min" for m in objectives.values()] + ([True] if "number" in front else [])
     return front.sort_values(keys, ascending=ascending, kind="stable")
-
-
-def cheapest_feasible(df: pd.DataFrame) -> pd.Series | None:
-    """Lowest total_flops among feasible trials; ties: lower gap, then lower trial number."""
-    pool = complete(df, DEFAULT_OBJECTIVES)
-    if not pool.empty:
-        pool = pool[_feasible(pool)]
-    if pool.empty:
-        return None
-    order = ["total_flops", "quality_gap"] + (["number"] if "number" in pool else [])
-    return pool.sort_values(order, kind="stable").iloc[0]
 
 
 def best_per_regime(df: pd.DataFrame, base_regime: str = "replace") -> dict[str, dict[str, Any]]:
@@ -121,11 +103,11 @@ def counts(df: pd.DataFrame) -> dict[str, int]:
     status = df["status"] if "status" in df else pd.Series(dtype=str)
     return {
         "trials": int(len(df)),
-        "finished": int(status.isin(OK_STATUS).sum()),
-        "failed": int((~status.isin([*OK_STATUS, "running"])).sum()),
+        "finished": int(status.isin(OK_STATUSES).sum()),
+        "failed": int((~status.isin([*OK_STATUSES, "running"])).sum()),
         "running": int((status == "running").sum()),
         "feasible": int(df["feasible"].sum()) if "feasible" in df else 0,
-        "collapsed": int((status.isin(OK_STATUS) & df.get("collapsed", False)).sum()),
+        "collapsed": int((status.isin(OK_STATUSES) & df.get("collapsed", False)).sum()),
         "by_status": {str(k): int(v) for k, v in status.value_counts().sort_index().items()},
     }
 

@@ -18,11 +18,16 @@ import pandas as pd
 
 from sweep.config import ChainConfig, ConfigError, load_config
 from sweep.rundir.integrity import ledger_problem
+from sweep.rundir.layout import SWEEP_FILE, require_sweep_dir
 from sweep.rundir.ledger import LEDGER_FILE
-from sweep.rundir.results import results_frame, write_results
+from sweep.rundir.results import (  # noqa: F401 - complete re-exported for analysis
+    DEFAULT_OBJECTIVES,
+    OK_STATUSES,
+    complete,
+    results_frame,
+    write_results,
+)
 
-OK_STATUS = ("finished", "stopped_collapsed")
-DEFAULT_OBJECTIVES = {"quality_gap": "min", "total_flops": "min"}
 REGIME_COL = "param.recursion.regime"
 
 
@@ -51,10 +56,8 @@ def load_sweep(run_dir: str | Path, *, generations: bool = True) -> Sweep:
     ``generations=False`` skips the per-generation tables (one parquet file per trial) when
     only the results are needed (``analyze``): ``Sweep.generations`` is then empty.
     """
-    run_dir = Path(run_dir)
-    if not (run_dir / "sweep.yaml").is_file():
-        raise ConfigError(f"RUN_DIR: {run_dir} is not a sweep directory (no sweep.yaml)")
-    config = load_config(run_dir / "sweep.yaml")
+    run_dir = require_sweep_dir(run_dir)
+    config = load_config(run_dir / SWEEP_FILE)
     tolerance = float(config.collapse.tolerance)
     objectives = dict((config.search or {}).get("objectives") or DEFAULT_OBJECTIVES)
     gens = _read_generations(run_dir / "trials") if generations else None
@@ -173,7 +176,7 @@ def _normalised(df: pd.DataFrame, tolerance: float, objectives: dict[str, str]) 
         df["collapsed"] = ~gap_ok
     df["collapsed"] = df["collapsed"].astype("boolean").fillna(~gap_ok).astype(bool)
     if "feasible" not in df:
-        df["feasible"] = df["status"].isin(OK_STATUS) & ~df["collapsed"]
+        df["feasible"] = df["status"].isin(OK_STATUSES) & ~df["collapsed"]
     df["feasible"] = df["feasible"].astype("boolean").fillna(False).astype(bool)
     if "number" not in df:
         df["number"] = np.arange(len(df))
@@ -181,19 +184,5 @@ def _normalised(df: pd.DataFrame, tolerance: float, objectives: dict[str, str]) 
 
 
 # --------------------------------------------------------------------------- selection
-def complete(df: pd.DataFrame, objectives: dict[str, str]) -> pd.DataFrame:
-    """Trials with a usable result: ok status and finite values of every objective."""
-    if df.empty:
-        return df
-    mask = df["status"].isin(OK_STATUS) if "status" in df else pd.Series(True, index=df.index)
-    for name in objectives:
-        if name not in df:
-            raise KeyError(f"objective {name!r} is not a column of the results "
-                           f"(columns: {', '.join(map(str, df.columns))})")
-        vals = pd.to_numeric(df[name], errors="coerce").astype(float)
-        mask &= np.isfinite(vals)
-    return df[mask]
-
-
 def native(v: Any) -> Any:
     return v.item() if hasattr(v, "item") else v

@@ -180,9 +180,9 @@ def _interrupted_line(run_dir: Path, done: int | None, total: int | None) -> str
 
 
 def _require_run_dir(run_dir: Path) -> Path:
-    if not (run_dir / "sweep.yaml").is_file():
-        raise ConfigError(f"RUN_DIR: {run_dir} is not a sweep directory (no sweep.yaml)")
-    return run_dir
+    from sweep.rundir.layout import require_sweep_dir
+
+    return require_sweep_dir(run_dir)
 
 
 # --------------------------------------------------------------------------- commands

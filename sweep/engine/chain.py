@@ -43,6 +43,10 @@ from sweep.problems import Problem, build_model, build_problem, family_of, sourc
 
 GenerationCallback = Callable[[dict[str, Any], dict[str, Any]], None]
 
+#: A chain's ``status``: running, then finished | stopped_collapsed (both a usable result:
+#: the chain ran to its end, or stopped early once it had clearly collapsed) | diverged.
+OK_STATUSES = ("finished", "stopped_collapsed")
+
 
 def seed_streams(seed: int) -> dict[str, np.random.SeedSequence]:
     names = ("data", "model0", "chain", "eval", "judges")

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from sweep.files.atomic import atomic_path
 
 CHECKPOINT_FILE = "chain.pt"
 _MAGIC = b"collapse-sweep checkpoint sha256="
@@ -54,21 +54,12 @@ def save_checkpoint(directory: str | Path, state: dict[str, Any]) -> Path:
     """Write ``state`` to ``directory/chain.pt`` atomically (temp file + rename), checksummed."""
     import torch
 
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     torch.save(_to_storable(state), buffer)
     payload = buffer.getvalue()
-    target = directory / CHECKPOINT_FILE
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".chain-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(_MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n")
-            f.write(payload)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    target = Path(directory) / CHECKPOINT_FILE
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(_MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload)
     return target
 
 

@@ -25,6 +25,7 @@ import numpy as np
 
 from models.base import Model
 from models.tokens import EOS
+from sweep.engine.chain import OK_STATUSES
 from sweep.engine.metrics import DIRECTION
 from sweep.observe.palette import (
     FALLBACK_COLOR,
@@ -270,7 +271,7 @@ class ChainLogger:
         _, _, sei = hparams({}, {})
         value = sei.value[0]
         content = plugin_data_pb2.HParamsPluginData.FromString(value.metadata.plugin_data.content)
-        ok = status in ("finished", "stopped_collapsed")
+        ok = status in OK_STATUSES
         content.session_end_info.status = api_pb2.Status.Value(
             "STATUS_SUCCESS" if ok else "STATUS_FAILURE")
         value.metadata.plugin_data.content = content.SerializeToString()

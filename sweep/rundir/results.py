@@ -7,12 +7,15 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
+from sweep.engine.chain import OK_STATUSES
 from sweep.files.atomic import write_csv, write_parquet, write_text
 from sweep.rundir.ledger import Ledger, as_float
 
-OK_STATUSES = ("finished", "stopped_collapsed")
+#: What a sweep minimises unless ``search.objectives`` says otherwise.
+DEFAULT_OBJECTIVES: dict[str, str] = {"quality_gap": "min", "total_flops": "min"}
 COLUMNS = ["trial_id", "number", "status", "quality_gap", "total_flops", "collapsed", "feasible",
            "generations_run", "final_real_nll", "node", "seconds", "seed", "shared_model0",
            "model0_flops", "model0_key", "key", "reused_from", "error"]
@@ -76,10 +79,39 @@ def write_results(run_dir: Path, df: pd.DataFrame) -> None:
     write_csv(df, run_dir / "results.csv")
 
 
-def best_feasible(df: pd.DataFrame, *, tolerance: float) -> pd.Series | None:
-    """The cheapest trial whose gap is within tolerance (and that did not fail)."""
-    ok = df[df["status"].isin(OK_STATUSES) & (df["quality_gap"] <= tolerance)]
-    return None if ok.empty else ok.sort_values(["total_flops", "number"]).iloc[0]
+def complete(df: pd.DataFrame, objectives: dict[str, str]) -> pd.DataFrame:
+    """Trials with a usable result: ok status and finite values of every objective."""
+    if df.empty:
+        return df
+    mask = df["status"].isin(OK_STATUSES) if "status" in df else pd.Series(True, index=df.index)
+    for name in objectives:
+        if name not in df:
+            raise KeyError(f"objective {name!r} is not a column of the results "
+                           f"(columns: {', '.join(map(str, df.columns))})")
+        vals = pd.to_numeric(df[name], errors="coerce").astype(float)
+        mask &= np.isfinite(vals)
+    return df[mask]
+
+
+def feasible_mask(df: pd.DataFrame) -> pd.Series:
+    """The ``feasible`` column (finished and not collapsed), or ``~collapsed`` without it."""
+    if "feasible" in df:
+        return df["feasible"].fillna(False).astype(bool)
+    if "collapsed" in df:
+        return ~df["collapsed"].fillna(True).astype(bool)
+    raise KeyError("results need a `feasible` or `collapsed` column to tell collapse apart")
+
+
+def cheapest_feasible(df: pd.DataFrame) -> pd.Series | None:
+    """The answer's rule, for every caller: lowest total_flops among feasible trials with
+    usable objectives; ties: lower gap, then lower trial number."""
+    pool = complete(df, DEFAULT_OBJECTIVES)
+    if not pool.empty:
+        pool = pool[feasible_mask(pool)]
+    if pool.empty:
+        return None
+    order = ["total_flops", "quality_gap"] + (["number"] if "number" in pool else [])
+    return pool.sort_values(order, kind="stable").iloc[0]
 
 
 def sweep_summary(df: pd.DataFrame, *, tolerance: float, wall_seconds: float) -> dict[str, Any]:
@@ -88,7 +120,7 @@ def sweep_summary(df: pd.DataFrame, *, tolerance: float, wall_seconds: float) ->
     flops = done["total_flops"].where(done["total_flops"].map(math.isfinite), 0.0)
     m0 = done["model0_flops"].fillna(0.0)
     once = done.drop_duplicates("model0_key")["model0_flops"].fillna(0.0).sum()
-    best = best_feasible(df, tolerance=tolerance)
+    best = cheapest_feasible(df)
     return {
         "trials": int(len(df)), "finished": int(df["status"].isin(OK_STATUSES).sum()),
         "failed": int((~df["status"].isin([*OK_STATUSES, "running"])).sum()),

@@ -24,6 +24,7 @@ from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from sweep.config import ChainConfig, ConfigError, dump_config, load_config
 from sweep.files.atomic import write_text
 from sweep.rundir.integrity import finished_trials, recover_starts, resume_plan
+from sweep.rundir.layout import SWEEP_FILE, require_sweep_dir
 from sweep.rundir.lock import LOCK_FILE, driver_lock
 from sweep.search.progress import SweepProgress, SweepSettings, write_sweep_results
 from sweep.search.searcher import build_searcher
@@ -256,10 +257,8 @@ def _empty(run_dir: Path) -> None:
 def resume_sweep(run_dir: Path, *, address: str | None = None, progress: bool = True) -> Path:
     """Continue an interrupted sweep: done trials are not rerun, running ones continue from
     their own checkpoints, a lost ledger is rebuilt. One driver at a time per run directory."""
-    run_dir = Path(run_dir)
-    if not (run_dir / "sweep.yaml").is_file():
-        raise ConfigError(f"RUN_DIR: {run_dir} is not a sweep directory (no sweep.yaml)")
-    config = load_config(run_dir / "sweep.yaml")
+    run_dir = require_sweep_dir(run_dir)
+    config = load_config(run_dir / SWEEP_FILE)
     settings = SweepSettings(config=config, spec=validate_search(config), run_dir=run_dir,
                              progress=progress)
     with driver_lock(run_dir):

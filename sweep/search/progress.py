@@ -29,7 +29,7 @@ from sweep.config import ChainConfig, ConfigError, trial_config
 from sweep.rundir.ledger import Ledger
 from sweep.rundir.results import (
     OK_STATUSES,
-    best_feasible,
+    cheapest_feasible,
     results_frame,
     sweep_summary,
     write_results,
@@ -203,7 +203,7 @@ class SweepProgress(Callback):
         elapsed = time.time() - self._started
         new = max(done - self._done_before, 0)
         eta = elapsed / new * max(total - done, 0) if new else float("nan")
-        best = best_feasible(df, tolerance=cfg.collapse.tolerance)
+        best = cheapest_feasible(df)
         best_txt = "none yet" if best is None else (
             f"#{int(best['number'])} gap {best['quality_gap']:.3f} flops "
             f"{best['total_flops']:.3g} " + " ".join(

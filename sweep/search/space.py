@@ -28,6 +28,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from sweep.config import ChainConfig, ConfigError, format_validation_error, trial_config
+from sweep.rundir.results import DEFAULT_OBJECTIVES
 
 SAMPLERS = ("tpe", "nsga2", "gp", "random", "grid")
 #: Per-trial results an objective may name (all are columns of results.parquet).
@@ -133,7 +134,7 @@ class SearchSpec(BaseModel):
     seeds: int = Field(1, ge=1, le=1, description="Chains per trial (1; search `seed` for more).")
     space: dict[str, ParamSpec] = Field(description="Config path -> distribution.")
     objectives: dict[str, Literal["min", "max"]] = Field(
-        default_factory=lambda: {"quality_gap": "min", "total_flops": "min"},
+        default_factory=lambda: dict(DEFAULT_OBJECTIVES),
         description=f"Objectives and directions, from {', '.join(OBJECTIVES)}.")
     sampler_seed: int | None = Field(None, description="Seed of the sampler (default: config seed).")
 

@@ -24,16 +24,16 @@ from pathlib import Path
 from typing import Any
 
 from sweep.config import ChainConfig, dump_config, load_config, trial_config
-from sweep.engine.chain import Chain
+from sweep.engine.chain import OK_STATUSES, Chain
 from sweep.files.atomic import write_parquet, write_text
 from sweep.files.checkpoint import CorruptCheckpoint, load_checkpoint, save_checkpoint
 from sweep.rundir.ledger import Ledger
+from sweep.rundir.results import DEFAULT_OBJECTIVES
 from sweep.search.devices import Placement, assigned_gpu_ids, gpu_share, place_trial
 
 #: report(metrics, checkpoint_dir_or_None) -> None (tune.report in a sweep).
 Report = Callable[[dict[str, Any], Path | None], None]
 
-OK_STATUSES = ("finished", "stopped_collapsed")
 #: Intermediate results go to Tune at most this often (the final one always): every report is
 #: a round trip through the driver, which shares the CPUs with the trials on a small machine.
 REPORT_EVERY_S = 2.0
@@ -102,8 +102,7 @@ class TrialRun:
         self.node = node
         self.report = report
         base = sweep_config(run_dir)
-        self.objectives = list((base.search or {}).get("objectives")
-                               or ["quality_gap", "total_flops"])
+        self.objectives = list((base.search or {}).get("objectives") or DEFAULT_OBJECTIVES)
         self.config = trial_config(base, params)
         self.key = self.config.fingerprint()
         self.placed = self.config  # model.device resolved by place(); builds the chain
