@@ -2,8 +2,8 @@
 
 ``conftest.ray_session`` starts Ray with ``worker_process_setup_hook = "tests.faults.install"``
 and ``COLLAPSE_SWEEP_TEST_FAULTS=<a session directory>`` in every worker's environment.
-``install`` wraps ``TrialRun.step`` (one generation of a sweep trial) so that it consults the
-plan a test wrote for its run (``Faults.fail`` / ``Faults.kill``) before stepping. Production
+``install`` wraps ``Chain.step`` (one generation; a sweep trial drives its chain with it) so
+that it consults the plan a test wrote for its run (``Faults.fail`` / ``Faults.kill``) first. Production
 code reads no fault files: without this hook a plan is never looked at.
 """
 
@@ -48,36 +48,42 @@ class Faults:
 
 
 def install() -> None:
-    """Ray worker setup hook (and usable in the test process): wrap ``TrialRun.step``."""
+    """Ray worker setup hook (and usable in the test process): wrap ``Chain.step``."""
     directory = os.environ.get(ENV)
     if not directory:
         return
-    from sweep.search import trial
+    from sweep.engine.chain import Chain
 
-    if getattr(trial.TrialRun.step, "_faulty", False):
+    if getattr(Chain.step, "_faulty", False):
         return
-    original = trial.TrialRun.step
+    original = Chain.step
 
-    def step(self: trial.TrialRun, logger: Any) -> None:
+    def step(self: Chain, *args: Any, **kwargs: Any) -> dict[str, Any]:
         _apply(Path(directory), self)
-        original(self, logger)
+        return original(self, *args, **kwargs)
 
     step._faulty = True  # type: ignore[attr-defined]
-    trial.TrialRun.step = step  # type: ignore[method-assign]
+    Chain.step = step  # type: ignore[method-assign]
 
 
-def _apply(directory: Path, run: Any) -> None:
-    plan_file = directory / f"{run.config.name}.json"
+def _config_value(config: Any, path: str) -> Any:
+    for part in path.split("."):
+        config = getattr(config, part)
+    return config
+
+
+def _apply(directory: Path, chain: Any) -> None:
+    plan_file = directory / f"{chain.config.name}.json"
     if not plan_file.is_file():
         return
     plan = json.loads(plan_file.read_text())
-    generation = run.chain.generation  # the generation about to be trained
+    generation = chain.generation  # the generation about to be trained
     when = plan.get("fail_when")
     if when is not None and generation == plan.get("fail_at", 1) and all(
-            run.params.get(k) == v for k, v in when.items()):
-        raise RuntimeError(f"test failure (tests/faults.py plan for {run.config.name})")
+            _config_value(chain.config, k) == v for k, v in when.items()):
+        raise RuntimeError(f"test failure (tests/faults.py plan for {chain.config.name})")
     kill_after = plan.get("kill_after")
-    marker = directory / f"{run.config.name}.killed.{run.key}"
+    marker = directory / f"{chain.config.name}.killed.{chain.config.fingerprint()}"
     if kill_after is not None and generation == kill_after + 1 and not marker.exists():
         marker.write_text(str(os.getpid()))
         time.sleep(0.5)  # let the driver take the last report first

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from rich.console import Console
@@ -14,7 +15,7 @@ from rich.table import Table
 
 from sweep.analysis.format import print_table
 from sweep.config import ChainConfig, ConfigError, dump_config
-from sweep.engine.chain import Chain
+from sweep.engine.chain import Chain, drive
 from sweep.files.atomic import write_parquet, write_text
 from sweep.files.checkpoint import CorruptCheckpoint, load_checkpoint, save_checkpoint
 
@@ -67,16 +68,19 @@ def run_chain_command(config: ChainConfig, *, out: Path | None, seed: int | None
                   TimeElapsedColumn(), TimeRemainingColumn(), console=console,
                   transient=True, disable=not console.is_terminal) as bar:
         task = bar.add_task(config.name, total=total, completed=chain.generation, nll="")
-        saved_at, saved_gen = time.perf_counter(), chain.generation
+        saved = {"at": time.perf_counter(), "generation": chain.generation}
+
+        def after_step(chain: Chain, row: dict[str, Any]) -> None:
+            if time.perf_counter() - saved["at"] >= SAVE_EVERY_S:
+                _save(chain, out, ckpt_dir)
+                saved.update(at=time.perf_counter(), generation=chain.generation)
+            bar.update(task, completed=chain.generation, nll=f"real_nll {row['real_nll']:.4g}")
+
         try:
-            while not chain.done:
-                row = chain.step(logger.log_generation if logger else None)
-                if time.perf_counter() - saved_at >= SAVE_EVERY_S:
-                    _save(chain, out, ckpt_dir)
-                    saved_at, saved_gen = time.perf_counter(), chain.generation
-                bar.update(task, completed=chain.generation, nll=f"real_nll {row['real_nll']:.4g}")
+            drive(chain, on_generation=logger.log_generation if logger else None,
+                  after_step=after_step)
         finally:  # the end, an error or Ctrl-C: what was computed is kept
-            if chain.generation != saved_gen or not (out / "generations.parquet").is_file():
+            if chain.generation != saved["generation"] or not (out / "generations.parquet").is_file():
                 _save(chain, out, ckpt_dir)
     summary = chain.summary()
     if logger:

@@ -37,7 +37,7 @@ from sweep.engine.curation import (
 )
 from sweep.engine.flops import generation_flops
 from sweep.engine.metrics import DIRECTION, collapse_summary, nll_metrics, relative_gaps
-from sweep.engine.regimes import Pool, real_part, split_batch, training_set
+from sweep.engine.regimes import Pool, Regime, real_part, split_batch
 from sweep.files.checkpoint import CorruptCheckpoint, load_checkpoint, save_checkpoint
 from sweep.problems import Problem, build_model, build_problem, family_of, source_of
 
@@ -71,6 +71,7 @@ class Chain:
         self.model0_state: dict[str, Any] | None = None
         self.judges: list[Model] = []
         self.pool = Pool(self.problem.real_train)
+        self.regime = Regime(config.recursion.regime, config.recursion.samples_per_generation)
         self.generation = 0
         self.rows: list[dict[str, Any]] = []
         self.status = "running"
@@ -128,43 +129,54 @@ class Chain:
         return cost
 
     def _next_generation(self) -> tuple[np.ndarray, dict[str, float], dict[str, Any]]:
-        rec, cur = self.config.recursion, self.config.curation
-        n = rec.samples_per_generation
-        n_real, n_syn = split_batch(n, rec.real_fraction)
-        real = real_part(n_real, real_train=self.problem.real_train, source=rec.real_source,
-                         draw_real=self.problem.draw_real, rng=self.rng)
+        """Generation g >= 1, as its steps (each draws from ``self.rng`` in this order)."""
+        rec = self.config.recursion
+        n_real, n_syn = split_batch(rec.samples_per_generation, rec.real_fraction)
         sampler = self.model  # model g-1 produces generation g's synthetic data
+        real = self._draw_real(n_real)
         candidates, per_prompt = self._candidates(sampler, n_syn)
-        n_cand = len(candidates)
-        extra: dict[str, Any] = {"candidates": n_cand, "scorer_agreement": float("nan")}
-        scorers: list[Any] = []
-        if cur.scorer != "none" and n_cand > n_syn:
-            ctx = ScoreContext(model=sampler, judges=self.judges, truth=self.problem.truth,
-                               config=self.config)
-            scores = get_scorer(cur.scorer)(candidates, ctx)
-            scorers = scorer_cost_model(cur.scorer, ctx)
-            if self.problem.truth is not None:
-                extra["scorer_agreement"] = scorer_agreement(scores, per_item(self.problem.truth, candidates))
-            if per_prompt:
-                keep = select_per_prompt(scores, per_prompt, how=cur.selection,
-                                         temperature=cur.selection_temperature, rng=self.rng)
-            else:
-                keep = select(scores, n_syn, how=cur.selection,
-                              temperature=cur.selection_temperature, rng=self.rng)
-            synthetic = candidates[keep]
+        synthetic, scorers, extra = self._curate(sampler, candidates, per_prompt, n_syn)
+        batch = np.concatenate([real, synthetic.astype(real.dtype, copy=False)])  # mix
+        train = self.regime.next_training_set(self.pool, batch, self.rng)
+        self._fit(train)
+        # The sampler is the same object as the model (model g-1 before the fit); sampling
+        # and scoring costs depend on its size only, so they are counted after the fit.
+        flops = generation_flops(model=self.model, train_size=len(train), sampler=sampler,
+                                 candidates=len(candidates), scorers=scorers)
+        return train, flops, extra
+
+    def _draw_real(self, n_real: int) -> np.ndarray:
+        """The batch's real examples: re-drawn from D_0 (fixed) or new ones (fresh)."""
+        rec = self.config.recursion
+        return real_part(n_real, real_train=self.problem.real_train, source=rec.real_source,
+                         draw_real=self.problem.draw_real, rng=self.rng)
+
+    def _curate(self, sampler: Model, candidates: np.ndarray, per_prompt: int, n_syn: int
+                ) -> tuple[np.ndarray, list[Any], dict[str, Any]]:
+        """Keep ``n_syn`` candidates by the scorer (one per prompt when prompted); returns them,
+        the models the scoring cost, and the row's curation columns."""
+        cur = self.config.curation
+        extra: dict[str, Any] = {"candidates": len(candidates), "scorer_agreement": float("nan")}
+        if cur.scorer == "none" or len(candidates) <= n_syn:
+            kept = candidates[::per_prompt] if per_prompt else candidates[:n_syn]
+            return kept, [], extra
+        ctx = ScoreContext(model=sampler, judges=self.judges, truth=self.problem.truth,
+                           config=self.config)
+        scores = get_scorer(cur.scorer)(candidates, ctx)
+        if self.problem.truth is not None:
+            extra["scorer_agreement"] = scorer_agreement(scores, per_item(self.problem.truth, candidates))
+        if per_prompt:
+            keep = select_per_prompt(scores, per_prompt, how=cur.selection,
+                                     temperature=cur.selection_temperature, rng=self.rng)
         else:
-            synthetic = candidates[::per_prompt] if per_prompt else candidates[:n_syn]
-        batch = np.concatenate([real, synthetic.astype(real.dtype, copy=False)])
-        if rec.regime != "replace":  # replace never looks back: keep only D_0 in the pool
-            self.pool.append(batch)
-        train = training_set(rec.regime, self.pool, batch, n, self.rng)
+            keep = select(scores, n_syn, how=cur.selection,
+                          temperature=cur.selection_temperature, rng=self.rng)
+        return candidates[keep], scorer_cost_model(cur.scorer, ctx), extra
+
+    def _fit(self, train: np.ndarray) -> None:
+        """Model g: initialised as ``recursion.init`` says, then fit on D_g."""
         self._reinit()
         self.model.fit(train, self.rng)
-        # The sampler is the same object as the model (model g-1 before the fit); sampling
-        # and scoring costs depend on its size only, so they are read after the fit.
-        flops = generation_flops(model=self.model, train_size=len(train), sampler=sampler,
-                                 candidates=n_cand, scorers=scorers)
-        return train, flops, extra
 
     def _candidates(self, sampler: Model, n_syn: int) -> tuple[np.ndarray, int]:
         """The synthetic candidates and, when they continue real prompts, how many per prompt
@@ -276,6 +288,33 @@ def _copy_state(state: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+AfterStep = Callable[[Chain, dict[str, Any]], None]
+OnError = Callable[[Chain, Exception], None]
+
+
+def drive(chain: Chain, *, on_generation: GenerationCallback | None = None,
+          after_step: AfterStep | None = None, on_error: OnError | None = None) -> Chain:
+    """Step ``chain`` to its end: the one generation loop (``run_chain``, ``run_chains``, the
+    chain command and sweep trials all use it).
+
+    ``on_generation(row, details)`` sees each generation as it is made (logging);
+    ``after_step(chain, row)`` runs after it (checkpoints, progress, reports). With
+    ``on_error``, an error of the chain's own step is handed to it and ends the loop (a
+    failed trial); errors of the callbacks always propagate.
+    """
+    while not chain.done:
+        try:
+            row = chain.step(on_generation)
+        except Exception as exc:
+            if on_error is None:
+                raise
+            on_error(chain, exc)
+            break
+        if after_step is not None:
+            after_step(chain, row)
+    return chain
+
+
 def run_chain(config: ChainConfig | dict | str | Path, *, seed: int | None = None,
               on_generation: GenerationCallback | None = None,
               checkpoint_dir: str | Path | None = None) -> pd.DataFrame:
@@ -294,19 +333,15 @@ def run_chain(config: ChainConfig | dict | str | Path, *, seed: int | None = Non
         state = None
     if state is not None:
         chain.load_state_dict(state)
-    while not chain.done:
-        chain.step(on_generation)
-        if checkpoint_dir is not None:
-            save_checkpoint(checkpoint_dir, chain.state_dict())
-    return chain.frame()
+    save = None if checkpoint_dir is None else (
+        lambda c, row: save_checkpoint(checkpoint_dir, c.state_dict()))
+    return drive(chain, on_generation=on_generation, after_step=save).frame()
 
 
 def _run_seeds(config: ChainConfig, seeds: list[int]) -> list[dict[str, Any]]:
     rows = []
     for s in seeds:
-        chain = Chain(config, seed=s)
-        while not chain.done:
-            chain.step()
+        chain = drive(Chain(config, seed=s))
         rows.extend({"seed": s, **row} for row in chain.rows)
     return rows
 

@@ -78,16 +78,24 @@ def real_part(n_real: int, *, real_train: np.ndarray, source: str, draw_real,
     return real_train[idx]
 
 
-def training_set(regime: str, pool: Pool, latest: np.ndarray, n: int,
-                 rng: np.random.Generator) -> np.ndarray:
-    """D_g for ``regime`` given the pool (D_0 and every batch so far, ``latest`` included)."""
-    if regime == "replace":
-        return latest
-    if regime == "accumulate":
-        return pool.view()
-    if regime == "accumulate-subsample":
+class Regime:
+    """One regime, whole: what enters the pool and what generation g trains on."""
+
+    def __init__(self, name: str, n: int) -> None:
+        if name not in REGIMES:
+            raise ValueError(f"recursion.regime: {name!r} (allowed: {', '.join(REGIMES)})")
+        self.name = name
+        self.n = n
+
+    def next_training_set(self, pool: Pool, batch: np.ndarray,
+                          rng: np.random.Generator) -> np.ndarray:
+        """Add ``batch`` to the pool (replace never looks back: its pool stays D_0) and
+        return D_g."""
+        if self.name != "replace":
+            pool.append(batch)
+        if self.name == "replace":
+            return batch
         union = pool.view()
-        if len(union) <= n:
+        if self.name == "accumulate" or len(union) <= self.n:
             return union
-        return union[rng.choice(len(union), size=n, replace=False)]
-    raise ValueError(f"recursion.regime: {regime!r} (allowed: {', '.join(REGIMES)})")
+        return union[rng.choice(len(union), size=self.n, replace=False)]  # accumulate-subsample

@@ -6,7 +6,8 @@ that it can be read and tested without a Ray cluster. A trial reads as its steps
 
     look up the ledger (done already? another trial owns this chain?)
     open the chain (resume its checkpoint, or start it with a shared generation 0)
-    until done: step one generation, save the checkpoint, report (throttled)
+    drive the chain (sweep.engine.chain.drive): after each generation save the checkpoint,
+        report (throttled); the chain's own error is a failed trial
     finish: the ``done`` record, durable in the ledger before Tune hears of it
 """
 
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from sweep.config import ChainConfig, dump_config, load_config, trial_config
-from sweep.engine.chain import OK_STATUSES, Chain
+from sweep.engine.chain import OK_STATUSES, Chain, drive
 from sweep.files.atomic import write_parquet, write_text
 from sweep.files.checkpoint import CorruptCheckpoint, load_checkpoint, save_checkpoint
 from sweep.rundir.ledger import Ledger
@@ -114,6 +115,9 @@ class TrialRun:
         self.seconds_before = 0.0  # run time of earlier attempts (from the checkpoint)
         self.shared_model0 = False
         self.record: dict[str, Any] = {}
+        # Set by run(): the TensorBoard logger (in the final trial directory) and throttles.
+        self.logger: _ChainLogger
+        self._reports = self._tune_ckpts = self._frames = Throttle(0.0)
         self._started = time.perf_counter()
 
     # ---------------------------------------------------------------- 1. the ledger
@@ -179,44 +183,42 @@ class TrialRun:
 
     # ---------------------------------------------------------------- 3. the generations
     def run(self) -> dict[str, Any]:
-        """Step the chain to its end (or its first error); returns the done record."""
+        """Drive the chain to its end (or its first error); returns the done record."""
         chain = self._chain()
-        logger = _ChainLogger(self.tdir / "tb", config=self.config, params=self.params)
+        self.logger = _ChainLogger(self.tdir / "tb", config=self.config, params=self.params)
         self._started = time.perf_counter()
-        reports, tune_ckpts, frames = (Throttle(REPORT_EVERY_S), Throttle(TUNE_CHECKPOINT_EVERY_S),
-                                       Throttle(PARQUET_EVERY_S))
-        while not chain.done:
-            try:
-                self.step(logger)
-            except Exception as exc:  # noqa: BLE001 - the chain's own error: a failed trial
-                self.finish(_failed_record(exc, chain))
-                logger.close(self.record)
-                self.report(_metrics(self.record, done=True, generation=chain.generation), None)
-                break
-            payload = self.save()
-            self.record = _final_record(chain, objectives=self.objectives)
-            if chain.done:
-                self.finish(self.record)
-                # TensorBoard gets the final metrics and the session end before Tune hears
-                # the last report: that report may end the trial's process.
-                logger.close(self.record)
-            elif frames.due():
-                self.write_frame()
-            if chain.done or reports.due():
-                self.report_progress(payload, with_checkpoint=not chain.done and tune_ckpts.due())
+        self._reports, self._tune_ckpts, self._frames = (
+            Throttle(REPORT_EVERY_S), Throttle(TUNE_CHECKPOINT_EVERY_S), Throttle(PARQUET_EVERY_S))
+        drive(chain, on_generation=self.logger.log_generation, after_step=self.after_generation,
+              on_error=self.fail)
         if "key" not in self.record:  # restored a finished chain whose end was not recorded yet
             self.finish(_final_record(chain, objectives=self.objectives))
-            logger.close(self.record)
+            self.logger.close(self.record)
             self.report(_metrics(self.record, done=True, generation=chain.generation - 1), None)
         return self.record
 
-    def step(self, logger: _ChainLogger) -> None:
-        """One generation; generation 0 goes to the cache for the trials that share it."""
-        chain = self._chain()
-        chain.step(on_generation=logger.log_generation)
+    def after_generation(self, chain: Chain, row: dict[str, Any]) -> None:
+        """Share generation 0, checkpoint, and (throttled) write the frame and report."""
         if (chain.generation == 1 and not self.shared_model0
                 and _load_cache(self.cache_dir, warn=False) is None):
             save_checkpoint(self.cache_dir, {"model0": chain.model0_state})
+        payload = self.save()
+        self.record = _final_record(chain, objectives=self.objectives)
+        if chain.done:
+            self.finish(self.record)
+            # TensorBoard gets the final metrics and the session end before Tune hears
+            # the last report: that report may end the trial's process.
+            self.logger.close(self.record)
+        elif self._frames.due():
+            self.write_frame()
+        if chain.done or self._reports.due():
+            self.report_progress(payload, with_checkpoint=not chain.done and self._tune_ckpts.due())
+
+    def fail(self, chain: Chain, exc: Exception) -> None:
+        """The chain's own error: a failed trial, recorded and reported (Optuna: FAIL)."""
+        self.finish(_failed_record(exc, chain))
+        self.logger.close(self.record)
+        self.report(_metrics(self.record, done=True, generation=chain.generation), None)
 
     def save(self) -> dict[str, Any]:
         """The trial's own checkpoint, every generation: a killed trial loses at most one."""
