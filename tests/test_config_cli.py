@@ -19,7 +19,7 @@ BAD = [
     (["--set", "recursion.real_fraction=1.5"], "recursion.real_fraction: input should be less than or equal to 1"),
     (["--set", "curation.strength=1"], "curation.strength: input should be less than 1"),
     (["--set", "recursion.generations=-1"], "recursion.generations: input should be greater than or equal to 0"),
-    (["--set", "model.family=vae"], "model.family: unknown value 'vae' (allowed: 'gaussian', 'linreg'"),
+    (["--set", "model.family=flow"], "model.family: unknown value 'flow' (allowed: 'gaussian', 'linreg'"),
     (["--set", "recursion.regime=keep"], "recursion.regime: got 'keep' (allowed: 'replace', 'accumulate'"),
     (["/no/such/config.yaml"], "config: file not found: /no/such/config.yaml"),
     (["--set", "curation.scorer=rules"], "curation.scorer: 'rules' scores text"),
@@ -49,13 +49,14 @@ def test_bad_yaml_file(tmp_path, capsys):
 
 
 def test_console_script_has_no_traceback_on_bad_input(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "sweep", "chain", "--set", "model.family=vae",
+    proc = subprocess.run([sys.executable, "-m", "sweep", "chain", "--set", "model.family=flow",
                            "--out", str(tmp_path / "o")], capture_output=True, text=True,
                           env={**os.environ, "PYTHONWARNINGS": "ignore"})
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        "collapse-sweep: error: model.family: unknown value 'vae' (allowed: 'gaussian', "
-        "'linreg', 'categorical', 'gmm', 'gpt'; or a 'package.module:NAME' path)"]
+        "collapse-sweep: error: model.family: unknown value 'flow' (allowed: 'gaussian', "
+        "'linreg', 'categorical', 'gmm', 'gpt', 'hf', 'vae', 'diffusion'; or a "
+        "'package.module:NAME' path)"]
 
 
 def test_chain_command_writes_generations_and_resumes(tmp_path, capsys):

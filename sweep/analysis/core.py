@@ -92,7 +92,8 @@ def best_per_regime(df: pd.DataFrame, base_regime: str = "replace") -> dict[str,
 
 # --------------------------------------------------------------------------- summaries
 def trial_summary(row: pd.Series) -> dict[str, Any]:
-    keys = ["trial_id", "number", "status", "quality_gap", "total_flops", "collapsed"]
+    keys = ["trial_id", "number", "status", "quality_gap", "total_flops", "total_label_cost",
+            "collapsed"]
     out = {k: native(row[k]) for k in keys if k in row}
     out["params"] = {k[len("param."):]: native(v) for k, v in row.items()
                      if str(k).startswith("param.") and not is_nan(v)}

@@ -16,6 +16,11 @@ def _params_text(params: dict[str, Any], skip: tuple[str, ...] = ()) -> str:
     return ", ".join(f"{names[k]}={fmt_value(v)}" for k, v in params.items() if k not in skip)
 
 
+def _has_label_cost(trials: list[dict[str, Any]]) -> bool:
+    """A label-cost column only for sweeps that paid for labels (scorer human)."""
+    return any((t.get("total_label_cost") or 0) > 0 for t in trials)
+
+
 def print_analysis(summary: dict[str, Any], *, console: Console | None = None) -> None:
     console = console or Console()
     c = summary["counts"]
@@ -28,11 +33,14 @@ def print_analysis(summary: dict[str, Any], *, console: Console | None = None) -
     if front:
         params = sorted({p for t in front for p in t["params"]})
         names = short_names(params)
+        labels = _has_label_cost(front)
         table = Table(title="Feasible Pareto front: quality gap vs total compute")
-        for col in ["trial", "quality gap", "total FLOPs", *[names[p] for p in params]]:
+        for col in ["trial", "quality gap", "total FLOPs", *(["label cost"] if labels else []),
+                    *[names[p] for p in params]]:
             table.add_column(col, justify="right")
         for t in front:
             table.add_row(escape(str(t.get("trial_id"))), fmt_gap(t["quality_gap"]), fmt_flops(t["total_flops"]),
+                          *([fmt_value(t.get("total_label_cost"))] if labels else []),
                           *[escape(fmt_value(t["params"].get(p, ""))) for p in params])
         print_table(console, table)
     else:
@@ -41,11 +49,14 @@ def print_analysis(summary: dict[str, Any], *, console: Console | None = None) -
     regimes = summary["best_per_regime"]
     if regimes:
         table = Table(title="Best per regime (cheapest non-collapsing; * = none feasible: lowest gap)")
-        for col in ("regime", "trial", "quality gap", "total FLOPs", "params"):
+        labels = _has_label_cost(list(regimes.values()))
+        for col in ("regime", "trial", "quality gap", "total FLOPs",
+                    *(["label cost"] if labels else []), "params"):
             table.add_column(col)
         for regime, t in regimes.items():
             table.add_row(escape(regime + ("" if t["feasible"] else " *")), escape(str(t.get("trial_id"))),
                           fmt_gap(t["quality_gap"]), fmt_flops(t["total_flops"]),
+                          *([fmt_value(t.get("total_label_cost"))] if labels else []),
                           escape(_params_text(t["params"], skip=("recursion.regime",))))
         print_table(console, table)
 

@@ -24,7 +24,8 @@ from sweep.files.checkpoint import CorruptCheckpoint, load_checkpoint, save_chec
 #: (3000 generations of milliseconds each) spend minutes on I/O.
 SAVE_EVERY_S = 2.0
 TABLE_COLUMNS = ("generation", "train_size", "real_nll", "tail_nll", "kl", "var", "mean",
-                 "param_error", "gini", "support", "minority_share", "distinct_2",
+                 "param_error", "gini", "support", "minority_share", "distinct_2", "fd",
+                 "precision", "recall", "label_cost",
                  "scorer_agreement", "cumulative_flops")
 
 

@@ -127,7 +127,8 @@ class RecursionConfig(_Strict):
     init: Literal["scratch", "warm", "base"] = Field(
         "scratch",
         description="Initialisation of model g: from scratch, from model g-1 (warm), or from "
-        "model 0 (base). Closed-form families ignore it.",
+        "model 0 (base; family hf: from its pretrained checkpoint, hf's default). Closed-form "
+        "families ignore it.",
     )
 
 
@@ -135,7 +136,8 @@ class CurationConfig(_Strict):
     scorer: str = Field(
         "none",
         description="Scorer of candidates: none | self (own likelihood) | oracle (truth / sampling "
-        "density ratio) | oracle-likelihood (truth likelihood) | judge (ensemble) | rules (text), "
+        "density ratio) | oracle-likelihood (truth likelihood) | judge (ensemble) | rules (text) | "
+        "human (a simulated labeller: human_reference with human_error, label_cost per label), "
         "or a name registered with sweep.engine.curation.register_scorer.",
     )
     strength: float = Field(
@@ -157,6 +159,29 @@ class CurationConfig(_Strict):
         description="Judges in the ensemble: model 0 plus (k - 1) models trained independently "
         "on real data.",
     )
+    judge_families: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="More judges of other families (each a model section, e.g. {family: vae, "
+        "size: xs}), each trained on fresh real data of this chain's source; the ensemble "
+        "scores a candidate by its mean per-item log-likelihood over all judges.",
+    )
+    human_error: float = Field(
+        0.0, ge=0, le=0.5,
+        description="scorer human: probability that the simulated labeller orders a random "
+        "pair of candidates against its reference (0 = the reference itself, 0.5 = coin flips).",
+    )
+    human_reference: str = Field(
+        "oracle", description="scorer human: the scorer whose verdict a correct label gives "
+        "(oracle where the truth is known)."
+    )
+    label_cost: float = Field(
+        1.0, ge=0, description="scorer human: cost of one label (your unit: dollars, seconds); "
+        "reported per generation (label_cost) and per chain (total_label_cost), beside FLOPs."
+    )
+    label_budget: int | None = Field(
+        None, ge=0, description="scorer human: most labels over the whole chain; once spent, "
+        "unlabelled candidates are kept at random (None: unlimited)."
+    )
 
 
 class SamplingConfig(_Strict):
@@ -172,7 +197,8 @@ class SamplingConfig(_Strict):
 
 
 CollapseMetric = Literal[
-    "real_nll", "tail_nll", "param_error", "var", "gini", "support", "minority_share", "kl"
+    "real_nll", "tail_nll", "param_error", "var", "gini", "support", "minority_share", "kl",
+    "fd", "precision", "recall", "diversity", "class_tv", "denoise_loss",
 ]
 
 
@@ -245,6 +271,10 @@ class ChainConfig(_Strict):
                 isinstance(recursion, dict) and "samples_per_generation" not in recursion)):
             raw["recursion"] = {**(recursion or {}),
                                 "samples_per_generation": family.samples_per_generation}
+        recursion = raw.get("recursion")
+        if family.default_init is not None and (recursion is None or (
+                isinstance(recursion, dict) and "init" not in recursion)):
+            raw["recursion"] = {**(recursion or {}), "init": family.default_init}
         raw["data"] = _plugin_section(SOURCES, "data", "source", raw.get("data"),
                                       family.sources[0])
         return raw
@@ -279,8 +309,38 @@ class ChainConfig(_Strict):
             SCORERS.get(scorer)
         except PluginError as exc:
             raise ValueError(str(exc)) from None
+        self._check_human_and_judges(source)
         self._check_collapse_metric(family, source)
         return self
+
+    def _check_human_and_judges(self, source: SourceRules) -> None:
+        cur = self.curation
+        if cur.scorer == "human":
+            if cur.human_reference in ("human", "none"):
+                raise ValueError(f"curation.human_reference: {cur.human_reference!r} cannot be a "
+                                 "labeller's reference; use oracle | oracle-likelihood | self | ...")
+            if cur.human_reference.startswith("oracle") and not source.has_truth:
+                raise ValueError(f"curation.human_reference: {cur.human_reference!r} needs a known "
+                                 f"truth; {source.name} has none")
+            try:
+                SCORERS.get(cur.human_reference)
+            except PluginError as exc:
+                raise ValueError(f"curation.human_reference: {exc}") from None
+        if cur.judge_families and cur.scorer != "judge":
+            raise ValueError("curation.judge_families: only scorer judge uses judges")
+        for i, spec in enumerate(cur.judge_families):
+            try:
+                section = _plugin_section(FAMILIES, f"curation.judge_families.{i}", "family", spec,
+                                          DEFAULT_FAMILY)
+            except SectionError as exc:
+                err = exc.error.errors()[0]
+                loc = ".".join(str(p) for p in err["loc"])
+                raise ValueError(f"curation.judge_families.{i}.{loc}: {err['msg'].lower()}") from None
+            judge = FAMILIES.get(section.family)
+            if self.data is not None and self.data.source not in judge.sources:
+                raise ValueError(f"curation.judge_families.{i}.family: {section.family!r} cannot "
+                                 f"judge {self.data.source} items (it learns from "
+                                 f"{' | '.join(judge.sources)})")
 
     def _check_collapse_metric(self, family: FamilyRules, source: SourceRules) -> None:
         """A family's or source's own metric needs that family or source."""

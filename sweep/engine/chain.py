@@ -114,19 +114,28 @@ class Chain:
         return train, generation_flops(model=self.model, train_size=len(train), extra_fit=judge_fit)
 
     def _build_judges(self) -> float:
-        """Model 0 plus k - 1 models fit independently on fresh real data; returns their fit cost."""
+        """Model 0, k - 1 models of its family, and one model per ``judge_families`` entry,
+        the others fit independently on fresh real data; returns their fit cost."""
         rng = np.random.default_rng(self.streams["judges"])
         judge0 = build_model(self.config, self.problem, rng)
         judge0.load_state_dict(self.model0_state)
         self.judges, cost = [judge0], 0.0
         n = self.config.recursion.samples_per_generation
-        for _ in range(self.config.curation.judge_models - 1):
-            judge = build_model(self.config, self.problem, rng)
+        for config in self._judge_configs()[1:]:
+            judge = build_model(config, self.problem, rng)
             data = self.problem.draw_real(n, rng)
             judge.fit(data, rng)
             cost += judge.flops("fit", len(data))
             self.judges.append(judge)
         return cost
+
+    def _judge_configs(self) -> list[ChainConfig]:
+        """The config each judge is built from, in ensemble order (model 0's family first)."""
+        cur = self.config.curation
+        dump = self.config.model_dump(mode="json")
+        others = [ChainConfig.model_validate({**dump, "model": spec, "curation": {}})
+                  for spec in cur.judge_families]
+        return [self.config] * cur.judge_models + others
 
     def _next_generation(self) -> tuple[np.ndarray, dict[str, float], dict[str, Any]]:
         """Generation g >= 1, as its steps (each draws from ``self.rng`` in this order)."""
@@ -161,10 +170,14 @@ class Chain:
             kept = candidates[::per_prompt] if per_prompt else candidates[:n_syn]
             return kept, [], extra
         ctx = ScoreContext(model=sampler, judges=self.judges, truth=self.problem.truth,
-                           config=self.config)
+                           config=self.config, rng=self.rng)
         scores = get_scorer(cur.scorer)(candidates, ctx)
-        if self.problem.truth is not None:
-            extra["scorer_agreement"] = scorer_agreement(scores, per_item(self.problem.truth, candidates))
+        if cur.scorer == "human":
+            scores = self._label(scores, extra)
+        labelled = np.isfinite(scores)  # a human's budget can leave some unlabelled
+        if self.problem.truth is not None and labelled.sum() >= 3:
+            extra["scorer_agreement"] = scorer_agreement(
+                scores[labelled], per_item(self.problem.truth, candidates[labelled]))
         if per_prompt:
             keep = select_per_prompt(scores, per_prompt, how=cur.selection,
                                      temperature=cur.selection_temperature, rng=self.rng)
@@ -177,6 +190,18 @@ class Chain:
         """Model g: initialised as ``recursion.init`` says, then fit on D_g."""
         self._reinit()
         self.model.fit(train, self.rng)
+
+    def _label(self, scores: np.ndarray, extra: dict[str, Any]) -> np.ndarray:
+        """Charge the labeller: one label per candidate while ``label_budget`` lasts; the
+        candidates left unlabelled rank last (kept, at random, only to fill the slots)."""
+        cur = self.config.curation
+        used = sum(int(r.get("labels", 0)) for r in self.rows)
+        labels = len(scores) if cur.label_budget is None else max(0, min(len(scores), cur.label_budget - used))
+        scores = np.asarray(scores, dtype=float).copy()
+        scores[labels:] = -np.inf
+        extra["labels"] = labels
+        extra["label_cost"] = labels * cur.label_cost
+        return scores
 
     def _candidates(self, sampler: Model, n_syn: int) -> tuple[np.ndarray, int]:
         """The synthetic candidates and, when they continue real prompts, how many per prompt
@@ -197,7 +222,9 @@ class Chain:
 
     def _reinit(self) -> None:
         init = self.config.recursion.init
-        if init == "base" and self.model0_state is not None:
+        if init == "base" and self.family.reload_base is not None:
+            self.family.reload_base(self.model)
+        elif init == "base" and self.model0_state is not None:
             self.model.load_state_dict(_copy_state(self.model0_state))
         elif init == "scratch":
             self.model.reset(self.rng)  # closed-form families have nothing to reset
@@ -242,6 +269,7 @@ class Chain:
             "status": self.status,
             "generations_run": len(self.rows) - 1,
             "total_flops": float(last.get("cumulative_flops", 0.0)),
+            "total_label_cost": float(sum(r.get("label_cost", 0.0) for r in self.rows)),
             "final_real_nll": float(last.get("real_nll", np.nan)),
             "collapse_metric": self.config.collapse.metric,
             "collapse_direction": DIRECTION.get(self.config.collapse.metric, 1),
@@ -274,8 +302,8 @@ class Chain:
         self.model.load_state_dict(state["model"])
         self.model0_state = state["model0"]
         self.judges = []
-        for judge_state in state["judges"]:
-            judge = build_model(self.config, self.problem, np.random.default_rng(0))
+        for config, judge_state in zip(self._judge_configs(), state["judges"], strict=False):
+            judge = build_model(config, self.problem, np.random.default_rng(0))
             judge.load_state_dict(judge_state)
             self.judges.append(judge)
 

@@ -29,6 +29,8 @@ class ScoreContext:
     judges: list[Model]
     truth: Truth | None
     config: ChainConfig | None
+    rng: np.random.Generator | None = None
+    """The chain's random stream, for scorers that draw (the ``human`` labeller's errors)."""
 
 
 Scorer = Callable[[np.ndarray, ScoreContext], np.ndarray]
@@ -99,18 +101,49 @@ def _rules(c: np.ndarray, ctx: ScoreContext) -> np.ndarray:
     return score_rules(c)
 
 
+def _human(c: np.ndarray, ctx: ScoreContext) -> np.ndarray:
+    """A simulated labeller: the reference scorer's verdict (``curation.human_reference``),
+    wrong with probability ``curation.human_error`` on any pair (see ``labeller_scores``)."""
+    assert ctx.config is not None
+    cur = ctx.config.curation
+    reference = get_scorer(cur.human_reference)(c, ctx)
+    return labeller_scores(reference, cur.human_error, ctx.rng or np.random.default_rng(0))
+
+
+def labeller_scores(reference: np.ndarray, error: float, rng: np.random.Generator) -> np.ndarray:
+    """Scores of a labeller who errs: each label is, with probability r, a guess (the score
+    of a uniformly drawn candidate) instead of its reference score.
+
+    A random pair is ordered against the reference with probability 1/3 when one of its two
+    labels is a guess (E[2t(1 - t)] over the other's rank t) and 1/2 when both are, so
+    P(wrong) = 2 r (1 - r) / 3 + r^2 / 2 = ``error`` and r = 2 - sqrt(4 - 6 error): error 0 is
+    the reference itself, 0.5 is labels independent of quality, i.e. no curation."""
+    if not 0 <= error <= 0.5:
+        raise ValueError(f"curation.human_error: {error} outside [0, 0.5]")
+    scores = np.asarray(reference, dtype=float).copy()
+    if error == 0:  # a perfect labeller draws nothing: the chain's stream stays the reference's
+        return scores
+    r = 2.0 - np.sqrt(4.0 - 6.0 * error)
+    guessed = rng.random(len(scores)) < r
+    scores[guessed] = np.asarray(reference, dtype=float)[rng.integers(len(scores), size=int(guessed.sum()))]
+    return scores
+
+
 def _none(c: np.ndarray, ctx: ScoreContext) -> np.ndarray:
     return np.zeros(len(c))
 
 
 for _name, _fn in {"none": _none, "self": _self, "oracle": _oracle,
                    "oracle-likelihood": _oracle_likelihood, "judge": _judge,
-                   "rules": _rules}.items():
+                   "rules": _rules, "human": _human}.items():
     register_scorer(_name, _fn)
 
 
 def scorer_cost_model(scorer: str, ctx: ScoreContext) -> list[Truth]:
-    """The models whose ``flops('score', ...)`` a scorer spends."""
+    """The models whose ``flops('score', ...)`` a scorer spends (a human's labels are
+    counted as ``label_cost``, not FLOPs)."""
+    if scorer == "human":
+        return []
     return {"self": [ctx.model], "oracle": [ctx.truth, ctx.model],
             "oracle-likelihood": [ctx.truth], "judge": ctx.judges}.get(scorer, [])
 

@@ -15,6 +15,7 @@ import numpy as np
 DIRECTION = {
     "real_nll": 1, "tail_nll": 1, "param_error": 1, "kl": 1,
     "var": -1, "gini": -1, "support": -1, "minority_share": -1,
+    "fd": 1, "class_tv": 1, "denoise_loss": 1, "precision": -1, "recall": -1, "diversity": -1,
 }
 
 

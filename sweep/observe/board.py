@@ -57,11 +57,16 @@ TAG_GROUPS: dict[str, str] = {
     "flops": "compute", "cumulative_flops": "compute",
     "train_size": "data",
     "candidates": "curation", "scorer_agreement": "curation",
+    "labels": "curation", "label_cost": "compute",
+    "fd": "quality", "precision": "quality", "denoise_loss": "quality",
+    "recall": "diversity", "diversity": "diversity",
+    "class_tv": "tail", "minority_truth": "tail",
 }
 #: Final metrics of a trial in the HParams dashboard (summary key -> scalar tag).
 FINAL_METRICS: dict[str, str] = {
     "quality_gap": "final/quality_gap", "total_flops": "final/total_flops",
     "final_real_nll": "final/real_nll", "collapsed": "final/collapsed",
+    "total_label_cost": "final/total_label_cost",
 }
 #: Config paths always shown as hyperparameters (the searched params are added to them).
 KEY_CONFIG = ("model.family", "recursion.regime", "recursion.real_fraction",
@@ -69,6 +74,8 @@ KEY_CONFIG = ("model.family", "recursion.regime", "recursion.real_fraction",
 GAP_TAG = "quality/gap"
 HIST_TAG = "tail/test_log_likelihood"
 SAMPLES_TAG = "samples/text"
+IMAGES_TAG = "samples/images"
+IMAGES_SHOWN = 64
 #: At most this many held-out log-likelihoods go into a histogram (an even stride over the
 #: test set): TensorBoard bins them into ~30 buckets, and sorting 1.5M values per
 #: generation cost more than a short analytic generation itself.
@@ -78,7 +85,8 @@ SAMPLES_SHOWN = 4
 
 def tag_for(column: str, family_stats: frozenset[str] = frozenset()) -> str:
     """The TensorBoard tag of a row column, ``group/name``."""
-    group = TAG_GROUPS.get(column) or ("model" if column in family_stats else "other")
+    base = column.removesuffix("_se")  # a standard error sits beside its metric
+    group = TAG_GROUPS.get(base) or ("model" if column in family_stats else "other")
     return f"{group}/{column}"
 
 
@@ -130,6 +138,19 @@ def decode_samples(samples: np.ndarray, *, byte_level: bool, n: int = SAMPLES_SH
         else:
             lines.append(" ".join(map(str, row.tolist())))
     return "```\n" + "\n".join(lines) + "\n```"
+
+
+def image_grid(images: np.ndarray, *, pad: int = 1) -> np.ndarray:
+    """A square grid (H', W') of grey images (n, H, W), pixels clipped to [0, 1]."""
+    n, h, w = images.shape
+    cols = math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    grid = np.ones((rows * (h + pad) + pad, cols * (w + pad) + pad), dtype=np.float32)
+    for i, im in enumerate(np.clip(images, 0.0, 1.0)):
+        r, c = divmod(i, cols)
+        top, left = pad + r * (h + pad), pad + c * (w + pad)
+        grid[top: top + h, left: left + w] = im
+    return grid
 
 
 def _markdown_table(header: list[str], rows: list[list[Any]]) -> str:
@@ -220,7 +241,10 @@ class ChainLogger:
             if lp.size:
                 self.writer.add_histogram(HIST_TAG, lp, g)
         samples = details.get("samples")
-        if samples is not None and len(samples):
+        if samples is not None and len(samples) and np.ndim(samples) == 3:  # grey images
+            self.writer.add_image(IMAGES_TAG, image_grid(np.asarray(samples)[:IMAGES_SHOWN]), g,
+                                  dataformats="HW")
+        elif samples is not None and len(samples):
             byte_level = source_of(self.config).byte_level
             self.writer.add_text(SAMPLES_TAG, decode_samples(samples, byte_level=byte_level), g)
         self.writer.flush()  # a running sweep shows up in TensorBoard generation by generation

@@ -5,7 +5,7 @@ the rules scorer.
     from sweep.problems import build_problem, build_model, family_of
 
 Importing this package registers the built-in families (gaussian, linreg, categorical, gmm,
-gpt) and sources (truth, truth-lm, text) with the same ``register_family`` /
+gpt, hf, vae, diffusion) and sources (truth, truth-lm, text, images) with the same ``register_family`` /
 ``register_source`` calls a user's package makes; see ``sweep.problems.registry``.
 """
 
@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from sweep.problems import families as _analytic  # noqa: F401 - registers the built-ins
 from sweep.problems import lm as _lm  # noqa: F401 - registers the built-ins
+from sweep.problems import pretrained as _pretrained  # noqa: F401 - registers the built-ins (hf)
+from sweep.problems import vision as _vision  # noqa: F401 - registers the built-ins (vae, diffusion)
 from sweep.problems.problem import Problem, TokenSpace, tail_mask
 from sweep.problems.registry import (
     DataSource,

@@ -100,6 +100,11 @@ class Family(Generic[C]):
     """Items are token rows (top_k, prompts and the rules scorer apply)."""
     samples_per_generation: int | None = None
     """Its default ``recursion.samples_per_generation`` (None: the config's 100)."""
+    default_init: str | None = None
+    """Its default ``recursion.init`` (None: the config's scratch)."""
+    reload_base: Callable[[Model], None] | None = None
+    """What ``recursion.init: base`` restores before each fit (None: model 0's weights; a
+    pretrained LM: its checkpoint, as Shumailov et al. fine-tune OPT-125m each generation)."""
 
     @property
     def label(self) -> str:

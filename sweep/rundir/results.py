@@ -16,7 +16,8 @@ from sweep.rundir.ledger import Ledger, as_float
 
 #: What a sweep minimises unless ``search.objectives`` says otherwise.
 DEFAULT_OBJECTIVES: dict[str, str] = {"quality_gap": "min", "total_flops": "min"}
-COLUMNS = ["trial_id", "number", "status", "quality_gap", "total_flops", "collapsed", "feasible",
+COLUMNS = ["trial_id", "number", "status", "quality_gap", "total_flops", "total_label_cost",
+           "collapsed", "feasible",
            "generations_run", "final_real_nll", "node", "seconds", "seed", "shared_model0",
            "model0_flops", "model0_key", "key", "reused_from", "error"]
 
@@ -51,6 +52,7 @@ def results_frame(run_dir: Path, *, space: list[str], objectives: list[str]) -> 
             "trial_id": str(t["trial_id"]), "number": number,
             "status": status, "quality_gap": as_float(r.get("quality_gap")),
             "total_flops": as_float(r.get("total_flops")), "collapsed": collapsed,
+            "total_label_cost": as_float(r.get("total_label_cost", 0.0)),
             "feasible": bool(status in OK_STATUSES and not collapsed),
             "generations_run": int(r.get("generations_run", 0) or 0),
             "final_real_nll": as_float(r.get("final_real_nll")), "node": str(r.get("node", "")),

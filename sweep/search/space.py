@@ -32,7 +32,7 @@ from sweep.rundir.results import DEFAULT_OBJECTIVES
 
 SAMPLERS = ("tpe", "nsga2", "gp", "random", "grid")
 #: Per-trial results an objective may name (all are columns of results.parquet).
-OBJECTIVES = ("quality_gap", "total_flops", "final_real_nll", "generations_run")
+OBJECTIVES = ("quality_gap", "total_flops", "final_real_nll", "generations_run", "total_label_cost")
 KINDS = ("choice", "grid", "uniform", "loguniform", "int")
 _FIELD = {"int": "integer"}  # `int` is a YAML key but not a good attribute name
 

@@ -272,6 +272,7 @@ def _final_record(chain: Chain, *, objectives: list[str]) -> dict[str, Any]:
         status = "diverged"  # an objective Optuna cannot be told is a divergence
     return {"status": status, "quality_gap": float(s["quality_gap"]),
             "total_flops": float(s["total_flops"]), "collapsed": bool(s["collapsed"]),
+            "total_label_cost": float(s.get("total_label_cost", 0.0)),
             "generations_run": int(s["generations_run"]),
             "final_real_nll": float(s["final_real_nll"]),
             "model0_flops": float(chain.rows[0].get("flops", 0.0)) if chain.rows else 0.0}
