@@ -140,13 +140,15 @@ def test_hparams_and_final_metrics_in_the_same_run(gaussian_trial):
     assert {"curation.strength", "curation.scorer"} <= set(start)
     experiment = data["_hparams_/experiment"].experiment
     metrics = {m.name.tag for m in experiment.metric_infos}
-    assert metrics == {"final/quality_gap", "final/total_flops", "final/real_nll", "final/collapsed"}
+    assert metrics == {"final/quality_gap", "final/total_flops", "final/real_nll", "final/collapsed",
+                       "final/total_label_cost"}
     assert data["_hparams_/session_end_info"].session_end_info.status == api_pb2.STATUS_SUCCESS
     summary, last = df.attrs["summary"], int(df.generation.iloc[-1])
     assert scalars(acc, "final/quality_gap") == {last: pytest.approx(summary["quality_gap"], rel=1e-6)}
     assert scalars(acc, "final/total_flops")[last] == pytest.approx(summary["total_flops"], rel=1e-6)
     assert scalars(acc, "final/real_nll")[last] == pytest.approx(summary["final_real_nll"], rel=1e-6)
     assert scalars(acc, "final/collapsed")[last] == float(summary["collapsed"])
+    assert scalars(acc, "final/total_label_cost")[last] == 0.0  # no labeller in this chain
 
 
 def test_config_text_table_written_once(gaussian_trial):
