@@ -456,7 +456,7 @@ def _driver(args: list[str], cwd: Path) -> subprocess.Popen:
                             text=True)
 
 
-def _wait_for(run_dir: Path, event: str, count: int, proc: subprocess.Popen, timeout: float = 120):
+def _wait_for(run_dir: Path, event: str, count: int, proc: subprocess.Popen, timeout: float = 300):
     deadline = time.time() + timeout
     while time.time() < deadline:
         if len([r for r in Ledger(run_dir).records() if r["event"] == event]) >= count:
@@ -464,6 +464,25 @@ def _wait_for(run_dir: Path, event: str, count: int, proc: subprocess.Popen, tim
         assert proc.poll() is None, proc.communicate()
         time.sleep(0.02)
     pytest.fail(f"no {count} {event} records within {timeout} s")
+
+
+def _trial_workers_exit(sid: int, timeout: float = 20.0) -> None:
+    """Item 15: a killed local driver's trial processes (ray::ImplicitFunc) end on their own."""
+    deadline = time.time() + timeout
+    while True:
+        left = []
+        for entry in os.listdir("/proc"):
+            try:
+                if entry.isdigit() and os.getsid(int(entry)) == sid:
+                    cmd = Path(f"/proc/{entry}/cmdline").read_bytes()
+                    if b"ImplicitFunc" in cmd:
+                        left.append(int(entry))
+            except (OSError, ProcessLookupError):
+                continue
+        if not left:
+            return
+        assert time.time() < deadline, f"trial workers outlived their driver: {left}"
+        time.sleep(0.25)
 
 
 def _kill_session(sid: int) -> None:
@@ -504,7 +523,7 @@ def test_ctrl_c_exits_130_with_a_resume_hint(ray_session, tmp_path):
     last = err.strip().splitlines()[-1]
     assert last.startswith("interrupted: ") and " of 12 trials done; resume with: " in last, err
     assert last.endswith("collapse-sweep resume runs/tiny")
-    assert "cheapest non-collapsing" not in out
+    assert "cheapest non-collapsing" not in out and "Tuner.restore" not in err
 
 
 def test_resume_rebuilds_a_lost_ledger(tiny_run, capsys):
@@ -564,6 +583,7 @@ def test_fault_drill_every_trial_once_and_the_same_answer(ray_session, tmp_path,
             else:
                 os.kill(proc.pid, signal.SIGKILL)
                 proc.wait()
+                _trial_workers_exit(proc.pid)
         finally:
             _kill_session(proc.pid)
         return run_dir

@@ -10,6 +10,7 @@ command line is ``collapse-sweep run | resume`` (``sweep.cli``).
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import threading
@@ -115,6 +116,14 @@ def trial_resources(config: ChainConfig) -> dict[str, float]:
     return {"cpu": float(res.get("cpu", 1)), "gpu": float(res.get("gpu", 0))}
 
 
+class _NoTuneRestoreHint(logging.Filter):
+    """Tune's Ctrl-C messages name ``Tuner.restore``, which this project never uses."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        return "Tuner.restore" not in text and "ending Ray Tune run" not in text
+
+
 class SweepInterrupted(Exception):
     """The sweep stopped before all its trials finished (Ctrl-C); resume continues it."""
 
@@ -168,7 +177,13 @@ def _fit(settings: SweepSettings, *, address: str | None, resume: bool) -> Path:
             tuner = _new_tuner(settings, trainable, resume=resume, adopt=adopt,
                                num_samples=len(adopt) + new,
                                driver_pid=os.getpid() if started_ray else None)
-            tuner.fit()
+            tune_log = logging.getLogger("ray.tune.tune")
+            hint = _NoTuneRestoreHint()
+            tune_log.addFilter(hint)
+            try:
+                tuner.fit()
+            finally:
+                tune_log.removeFilter(hint)
     finally:
         write_sweep_results(settings, wall_seconds=time.time() - started)
         if started_ray:
