@@ -31,7 +31,8 @@ from benchmarks.common import (  # noqa: E402
 )
 
 #: In run order (cheap first; the Ray sweep last so its workers do not disturb the others).
-PIECES = ["search_efficiency", "cost_growth", "sharing", "gpt_vs_hf", "sweep_overhead"]
+PIECES = ["search_efficiency", "cost_growth", "sharing", "analyze_speed", "gpt_vs_hf",
+          "sweep_overhead"]
 
 
 def _available(name: str) -> bool:

@@ -126,6 +126,12 @@ def run_sweep(config: ChainConfig | dict | str | Path, *, overrides: list[str] |
     if not isinstance(config, ChainConfig) or overrides:
         config = load_config(config if not isinstance(config, ChainConfig)
                              else config.model_dump(mode="json"), overrides or [])
+    from sweep.observe.status import announce
+    from sweep.search.space import validate_search
+
+    spec = validate_search(config)
+    announce(name or config.name, trials=spec.num_trials, concurrency=spec.concurrency,
+             address=address, enabled=progress)
     from sweep.search.driver import run_sweep as run  # imports Ray
 
     return load_sweep(run(config, name=name, storage=str(storage), address=address,
@@ -135,6 +141,10 @@ def run_sweep(config: ChainConfig | dict | str | Path, *, overrides: list[str] |
 def resume_sweep(run_dir: str | Path, *, address: str | None = None,
                  progress: bool = True) -> SweepResult:
     """Continue an interrupted sweep (finished trials are not rerun) and read its results."""
+    from sweep.observe.status import announce
+
+    announce(Path(run_dir).name, trials=0, concurrency=0, address=address, resume=True,
+             enabled=progress)
     from sweep.search.driver import resume_sweep as resume  # imports Ray
 
     return load_sweep(resume(Path(run_dir), address=address, progress=progress))

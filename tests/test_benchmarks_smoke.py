@@ -31,7 +31,7 @@ def _check(records: list[dict]) -> None:
         assert isinstance(r["unit"], str)
 
 
-@pytest.mark.parametrize("name", ["search_efficiency", "cost_growth", "sharing"])
+@pytest.mark.parametrize("name", ["search_efficiency", "cost_growth", "sharing", "analyze_speed"])
 def test_piece_quick_records(name: str) -> None:
     import importlib
 

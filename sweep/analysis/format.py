@@ -42,7 +42,19 @@ def describe(best: dict[str, Any], tolerance: float) -> str:
     params = ", ".join(f"{names[k]}={fmt_value(v)}" for k, v in best["params"].items())
     return (f"{params or 'the base config'} does not collapse (gap {fmt_gap(best['quality_gap'])} "
             f"<= {fmt_gap(tolerance)}) at {fmt_flops(best['total_flops'])} FLOPs "
-            f"(trial {best.get('trial_id')})")
+            f"(trial {trial_label(best)})")
+
+
+def trial_label(trial: Any) -> str:
+    """A trial as every table, the live line and the report name it: the Tune trial id (the
+    directory trials/<id>) and the Optuna trial number (optuna-dashboard's #n) side by side."""
+    get = trial.get if hasattr(trial, "get") else (lambda k, d=None: getattr(trial, k, d))
+    tid, number = get("trial_id"), get("number")
+    try:
+        n = int(number)
+    except (TypeError, ValueError):
+        n = -1
+    return f"{tid} #{n}" if n >= 0 else str(tid)
 
 
 # --------------------------------------------------------------------------- terminal tables

@@ -8,7 +8,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from sweep.analysis.format import fmt_flops, fmt_gap, fmt_value, print_table, short_names
+from sweep.analysis.format import (
+    fmt_flops,
+    fmt_gap,
+    fmt_value,
+    print_table,
+    short_names,
+    trial_label,
+)
 
 
 def _params_text(params: dict[str, Any], skip: tuple[str, ...] = ()) -> str:
@@ -39,7 +46,7 @@ def print_analysis(summary: dict[str, Any], *, console: Console | None = None) -
                     *[names[p] for p in params]]:
             table.add_column(col, justify="right")
         for t in front:
-            table.add_row(escape(str(t.get("trial_id"))), fmt_gap(t["quality_gap"]), fmt_flops(t["total_flops"]),
+            table.add_row(escape(trial_label(t)), fmt_gap(t["quality_gap"]), fmt_flops(t["total_flops"]),
                           *([fmt_value(t.get("total_label_cost"))] if labels else []),
                           *[escape(fmt_value(t["params"].get(p, ""))) for p in params])
         print_table(console, table)
@@ -54,7 +61,7 @@ def print_analysis(summary: dict[str, Any], *, console: Console | None = None) -
                     *(["label cost"] if labels else []), "params"):
             table.add_column(col)
         for regime, t in regimes.items():
-            table.add_row(escape(regime + ("" if t["feasible"] else " *")), escape(str(t.get("trial_id"))),
+            table.add_row(escape(regime + ("" if t["feasible"] else " *")), escape(trial_label(t)),
                           fmt_gap(t["quality_gap"]), fmt_flops(t["total_flops"]),
                           *([fmt_value(t.get("total_label_cost"))] if labels else []),
                           escape(_params_text(t["params"], skip=("recursion.regime",))))

@@ -6,6 +6,7 @@
     collapse-sweep analyze RUN_DIR                    Pareto front, cheapest non-collapsing config
     collapse-sweep report  RUN_DIR                    HTML + PNG report
     collapse-sweep tensorboard RUN_DIR                TensorBoard on 127.0.0.1
+    collapse-sweep dashboard RUN_DIR                  optuna-dashboard on 127.0.0.1
     collapse-sweep theory                             reproduce the analytic results
 
 Bad input exits with status 2 and one line naming the field; nothing is written.
@@ -113,6 +114,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a sweep directory, or any directory of TensorBoard event files")
     p.add_argument("--port", type=int, default=6006, help="port on 127.0.0.1 (default 6006)")
 
+    p = sub.add_parser("dashboard", help="serve the sweep's Optuna study (optuna-dashboard) on 127.0.0.1",
+                       description="optuna-dashboard over RUN_DIR/optuna.db: the Pareto front with "
+                                   "the objectives' names, feasible vs infeasible trials, importance "
+                                   "per objective, and per trial its Tune id and trials/<id> "
+                                   "directory. Needs: pip install 'collapse-sweep[dashboard]'.")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the sweep directory (runs/NAME)")
+    p.add_argument("--port", type=int, default=8080, help="port on 127.0.0.1 (default 8080)")
+
     p = sub.add_parser("theory", help="reproduce the analytic collapse results (pass/fail)",
                        description="Run the closed-form checks of the analytic literature "
                                    "(sweep/theory/REFERENCES.md, shipped with the package) over "
@@ -129,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = {
         "chain": cmd_chain, "run": cmd_run, "resume": cmd_resume, "analyze": cmd_analyze,
-        "report": cmd_report, "tensorboard": cmd_tensorboard, "theory": cmd_theory,
+        "report": cmd_report, "tensorboard": cmd_tensorboard, "dashboard": cmd_dashboard,
+        "theory": cmd_theory,
     }[args.command]
     try:
         return handler(args)
@@ -216,6 +226,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         check_output_dir(args.storage, "--storage")
     if args.address is None:  # trials run here: they must fit in this machine's memory
         check_memory(config, chains=spec.concurrency)
+    from sweep.observe.status import announce
+
+    # the first line, before importing Ray (seconds) and starting it (seconds more)
+    announce(config.name, trials=spec.num_trials, concurrency=spec.concurrency,
+             address=args.address, enabled=not args.quiet)
     from sweep.search.driver import run_sweep
 
     run_dir = Path(args.storage) / config.name
@@ -228,6 +243,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
+    from sweep.observe.status import announce
+
+    _require_run_dir(args.run_dir)
+    announce(args.run_dir.name, trials=0, concurrency=0, address=args.address, resume=True,
+             enabled=not args.quiet)
     from sweep.search.driver import resume_sweep
 
     with _interruptible(args.run_dir):
@@ -258,6 +278,19 @@ def cmd_tensorboard(args: argparse.Namespace) -> int:
     if not args.run_dir.is_dir():
         raise ConfigError(f"RUN_DIR: {args.run_dir} does not exist")
     serve(args.run_dir, port=args.port)
+    return 0
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from sweep.observe.serve import serve_dashboard
+
+    _require_run_dir(args.run_dir)
+    if not 0 < args.port < 65536:
+        raise ConfigError(f"--port: {args.port} is out of range (allowed: 1..65535)")
+    try:
+        serve_dashboard(args.run_dir, port=args.port)
+    except (ModuleNotFoundError, FileNotFoundError) as exc:
+        raise ConfigError(f"dashboard: {exc}") from None
     return 0
 
 

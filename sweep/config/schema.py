@@ -244,6 +244,18 @@ class ChainConfig(_Strict):
     resources: dict[str, float] | None = Field(
         None, description="Per-trial resources for sweeps, e.g. {cpu: 1, gpu: 0.25}."
     )
+    loggers: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(
+        default_factory=lambda: ["tensorboard"],
+        description="Where a sweep's metrics go besides the run directory: tensorboard "
+        "(RUN_DIR/trials/*/tb), wandb (one run per trial; offline unless a W&B key is set up; "
+        "WANDB_PROJECT / WANDB_MODE honoured), mlflow (one run per trial in MLFLOW_TRACKING_URI, "
+        "default sqlite:///RUN_DIR/mlflow.db). wandb / mlflow: pip install "
+        "'collapse-sweep[wandb]' / '[mlflow]'.")
+
+    @field_validator("loggers")
+    @classmethod
+    def _loggers_once_each(cls, loggers: list[str]) -> list[str]:
+        return list(dict.fromkeys(loggers))
 
     @field_validator("name")
     @classmethod
@@ -357,6 +369,7 @@ class ChainConfig(_Strict):
     def fingerprint(self, *, keys: tuple[str, ...] | None = None) -> str:
         """Content hash of the config (or of some top-level sections), for caches."""
         dump = self.model_dump(mode="json")
+        dump.pop("loggers", None)  # where metrics are sent does not change a chain
         if keys is not None:
             dump = {k: dump[k] for k in keys}
         blob = json.dumps(dump, sort_keys=True).encode()

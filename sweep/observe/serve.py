@@ -45,3 +45,38 @@ def serve(logdir: str | Path, *, port: int = 6006, host: str = "127.0.0.1") -> N
         tb.main()  # blocks; prints "TensorBoard ... at http://127.0.0.1:PORT/"
     except KeyboardInterrupt:
         pass
+
+
+# --------------------------------------------------------------------------- optuna-dashboard
+DASHBOARD_INSTALL = "pip install 'collapse-sweep[dashboard]'"
+
+
+def dashboard_storage(run_dir: str | Path) -> str:
+    """The sweep's Optuna storage URL (RUN_DIR/optuna.db)."""
+    db = Path(run_dir) / "optuna.db"
+    if not db.is_file():
+        raise FileNotFoundError(f"RUN_DIR: {run_dir} has no optuna.db (not a sweep, or none "
+                                "of its trials has started)")
+    return f"sqlite:///{db.resolve()}"
+
+
+def serve_dashboard(run_dir: str | Path, *, port: int = 8080, host: str = "127.0.0.1") -> None:
+    """optuna-dashboard on the sweep's study until interrupted, bound to ``host`` only.
+
+    The study carries the objectives' names, the feasibility constraint and, per trial,
+    the Tune trial id and its directory (``trials/<id>``) as user attributes.
+    """
+    import importlib.util
+
+    if host not in LOOPBACK:
+        raise ValueError(f"host: {host!r} is not a loopback address (allowed: {', '.join(LOOPBACK)})")
+    if importlib.util.find_spec("optuna_dashboard") is None:
+        raise ModuleNotFoundError(f"optuna-dashboard is not installed ({DASHBOARD_INSTALL})")
+    storage = dashboard_storage(run_dir)
+    from optuna_dashboard import run_server
+
+    print(f"optuna-dashboard: http://{host}:{port}/ (Ctrl-C stops it)", flush=True)
+    try:
+        run_server(storage, host=host, port=int(port))
+    except KeyboardInterrupt:
+        pass

@@ -10,7 +10,7 @@ import html
 from pathlib import Path
 from typing import Any
 
-from sweep.analysis.format import fmt_flops, fmt_gap, fmt_value, short_names
+from sweep.analysis.format import fmt_flops, fmt_gap, fmt_value, short_names, trial_label
 
 
 def _img(path: Path) -> str:
@@ -40,7 +40,7 @@ def _table(rows: list[dict[str, Any]]) -> str:
 
 
 def _trial_rows(trials: list[dict[str, Any]], **extra: Any) -> list[dict[str, Any]]:
-    return [{**{k: t.get(v) for k, v in extra.items()}, "trial": t.get("trial_id"),
+    return [{**{k: t.get(v) for k, v in extra.items()}, "trial (Tune id #Optuna)": trial_label(t),
              "quality gap": t["quality_gap"], "total FLOPs": t["total_flops"],
              "params": t["params"]} for t in trials]
 

@@ -24,9 +24,11 @@ from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
 from sweep.config import ChainConfig, ConfigError, dump_config, load_config
 from sweep.files.atomic import write_text
+from sweep.observe.status import LOG_FILE, phase, route_logs
 from sweep.rundir.integrity import finished_trials, recover_starts, resume_plan
 from sweep.rundir.layout import SWEEP_FILE, require_sweep_dir
 from sweep.rundir.lock import LOCK_FILE, driver_lock
+from sweep.search.loggers import TrialLoggers, check_loggers
 from sweep.search.progress import SweepProgress, SweepSettings, write_sweep_results
 from sweep.search.searcher import build_searcher
 from sweep.search.space import validate_search
@@ -39,6 +41,10 @@ WATCH_DRIVER_S = 1.0  # a local trial process checks this often that its driver 
 DRIVER_ENV = {"TUNE_GLOBAL_CHECKPOINT_S": "1", "RAY_AIR_NEW_OUTPUT": "0",
               "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
               "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0"}
+# Tune warns when a callback step takes > 0.5 s (TUNE_WARN_THRESHOLD_S, read when ray.tune is
+# imported); the sweep board's redraw (every 30 s, throttled on purpose) takes about 1-2 s
+# on 2 busy cores, and that warning broke into the status line.
+SLOW_CALLBACK_WARN_S = 3.0
 
 
 # --------------------------------------------------------------------------- trainable
@@ -100,6 +106,10 @@ def init_ray(address: str | None) -> bool:
     """Connect (address) or start a local Ray; True when this call started it."""
     for key, value in DRIVER_ENV.items():
         os.environ.setdefault(key, value)
+    if "TUNE_WARN_THRESHOLD_S" not in os.environ:
+        from ray.tune.utils.util import warn_if_slow
+
+        warn_if_slow.DEFAULT_THRESHOLD = SLOW_CALLBACK_WARN_S
     if ray.is_initialized():
         return False
     if address:
@@ -151,7 +161,14 @@ def _new_tuner(settings: SweepSettings, trainable: Any, *, resume: bool, adopt: 
             failure_config=tune.FailureConfig(max_failures=2),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
             # JSON/CSV keep Tune's ResultGrid readable; no TBX (the project logs its own).
-            callbacks=[SweepProgress(settings), JsonLoggerCallback(), CSVLoggerCallback()]))
+            callbacks=[SweepProgress(settings), JsonLoggerCallback(), CSVLoggerCallback(),
+                       *_trackers(config, run_dir)]))
+
+
+def _trackers(config: ChainConfig, run_dir: Path) -> list[Any]:
+    """W&B / MLflow callbacks for ``config.loggers`` (TensorBoard is written by the trials)."""
+    names = check_loggers(config)
+    return [TrialLoggers(config, run_dir, names)] if names else []
 
 
 def _fit(settings: SweepSettings, *, address: str | None, resume: bool) -> Path:
@@ -159,9 +176,19 @@ def _fit(settings: SweepSettings, *, address: str | None, resume: bool) -> Path:
 
     Nothing Tune wrote is read back (its state is pickles: loading them would run whatever
     code the run directory holds): a resumed sweep is rebuilt from sweep.yaml, the ledger,
-    the Optuna study and the trials' own checkpoints.
+    the Optuna study and the trials' own checkpoints. Ray's and Optuna's log records go to
+    RUN_DIR/driver.log while it runs (warnings also to the terminal).
     """
+    restore_logs = route_logs(settings.run_dir)
+    try:
+        return _fit_routed(settings, address=address, resume=resume)
+    finally:
+        restore_logs()
+
+
+def _fit_routed(settings: SweepSettings, *, address: str | None, resume: bool) -> Path:
     started = time.time()
+    say = settings.progress is not False
     run_dir, total = settings.run_dir, settings.spec.num_trials
     shutil.rmtree(run_dir / TUNE_DIR, ignore_errors=True)
     if resume:
@@ -173,6 +200,12 @@ def _fit(settings: SweepSettings, *, address: str | None, resume: bool) -> Path:
     try:
         if adopt or new:
             started_ray = init_ray(address)
+            route_logs(run_dir)  # ray.init re-installs Ray's own handler
+            cpus = int(ray.cluster_resources().get("CPU", 0))
+            phase(settings.config.name, f"Ray {'started' if started_ray else 'connected'} "
+                  f"({cpus} CPUs) in {time.time() - started:.1f} s; Tune starts the trials "
+                  f"(generation 0 is fit once and shared); Ray and Optuna logs: "
+                  f"{run_dir / LOG_FILE}", enabled=say)
             trainable = tune.with_resources(tune_trainable, trial_resources(settings.config))
             tuner = _new_tuner(settings, trainable, resume=resume, adopt=adopt,
                                num_samples=len(adopt) + new,
@@ -206,6 +239,7 @@ def run_sweep(config: ChainConfig, *, name: str | None = None, storage: str = ".
     if name is not None:
         config = load_config(config.model_dump(mode="json"), overrides={"name": name})
     spec = validate_search(config)  # every config error before Ray starts
+    check_loggers(config)
     if "://" in storage:
         raise ConfigError(f"--storage: {storage!r}: use a local or shared (NFS) directory")
     if extend and overwrite:

@@ -12,7 +12,6 @@ resumed sweep gets that copy back; so the callback holds only plain, picklable s
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 import sys
@@ -85,6 +84,10 @@ class SweepProgress(Callback):
         self._done_before = 0
         self._live: Any = None
         self._board: Any = None
+        self._trial_started: dict[str, float] = {}
+        self._durations: list[float] = []  # wall seconds of the trials finished here
+        self._max_running = 0
+        self._reported = False  # a trial has reported: generation 0 is behind us
 
     def __getstate__(self) -> dict[str, Any]:
         # No open handles in tuner.pkl, and no display choice: the copy a resumed sweep gets
@@ -103,11 +106,15 @@ class SweepProgress(Callback):
         if progress is None:
             progress = sys.stderr.isatty()
         if progress:
-            from rich.console import Console
             from rich.live import Live
 
-            self._live = Live(console=Console(stderr=True), auto_refresh=False, transient=False)
+            from sweep.observe.status import console
+
+            # the console Ray's and Optuna's warnings print through (sweep.observe.status):
+            # they appear above the live line instead of breaking into it
+            self._live = Live(console=console(), auto_refresh=False, transient=False)
             self._live.start()
+            self._render([])
         try:
             from sweep.observe.board import SweepBoard
 
@@ -115,12 +122,22 @@ class SweepProgress(Callback):
         except Exception as exc:  # noqa: BLE001 - the board is optional; a sweep goes on
             print(f"sweep board disabled: {type(exc).__name__}: {exc}", file=sys.stderr)
 
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._trial_started.setdefault(trial.trial_id, time.time())
+        if time.time() - self._rendered > STATUS_EVERY_S:
+            self._render(trials)
+
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
                         **info: Any) -> None:
+        self._reported = True
         if time.time() - self._rendered > STATUS_EVERY_S:
             self._render(trials)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._reported = True
+        started = self._trial_started.pop(trial.trial_id, None)
+        if started is not None:
+            self._durations.append(time.time() - started)
         self._done_dirs.append((time.time(), trial.path))
         self._stale = True
         self._maybe_refresh(trials)
@@ -192,27 +209,43 @@ class SweepProgress(Callback):
         self._live.update(Text.from_markup(self.status_line(trials, df)), refresh=True)
 
     def status_line(self, trials: list, df: pd.DataFrame | None = None) -> str:
-        """``name trials d/t done, r running, f failed | elapsed ETA | best feasible``."""
+        """``name phase | d done (f failed), r running, p pending of t | elapsed ETA | best``.
+
+        done + running + pending = total: a trial the ledger already records as done is not
+        also counted as running while Tune catches up. The ETA uses the measured wall time of
+        the trials finished so far (this session; else their recorded chain seconds).
+        """
+        from sweep.analysis.format import trial_label
+        from sweep.observe.status import eta_seconds, fmt_seconds
+
         cfg, spec = self.settings.config, self.settings.spec
         if df is None:
             df = self.settings.results()
         total = spec.num_trials
-        done = int((df["status"] != "running").sum())
+        finished = set(df.loc[df["status"] != "running", "trial_id"].astype(str))
+        done = min(len(finished), total)
         failed = int((~df["status"].isin([*OK_STATUSES, "running"])).sum())
-        running = sum(1 for t in trials if t.status == "RUNNING")
+        running = sum(1 for t in trials if t.status == "RUNNING" and t.trial_id not in finished)
+        running = min(running, total - done)
+        pending = total - done - running
+        self._max_running = max(self._max_running, running)
+        durations = self._durations or [
+            float(x) for x in df.loc[df["status"] != "running", "seconds"] if x == x]
+        eta = eta_seconds(durations, pending=pending, running=running,
+                          parallel=max(self._max_running, 1))
         elapsed = time.time() - self._started
-        new = max(done - self._done_before, 0)
-        eta = elapsed / new * max(total - done, 0) if new else float("nan")
+        phase = ("trials" if self._reported or done else
+                 "generation 0 (fit once, shared) and the first trials")
         best = cheapest_feasible(df)
         best_txt = "none yet" if best is None else (
-            f"#{int(best['number'])} gap {best['quality_gap']:.3f} flops "
+            f"{trial_label(best)} gap {best['quality_gap']:.3f} flops "
             f"{best['total_flops']:.3g} " + " ".join(
                 f"{k.rsplit('.', 1)[-1]}={_short(v)}" for k, v in best.items()
                 if str(k).startswith("param.")))
-        best_txt = escape(best_txt)
-        return (f"[bold]{cfg.name}[/] trials {done}/{total} done, {running} running, "
-                f"{failed} failed | elapsed {elapsed:.0f}s ETA "
-                f"{'?' if math.isnan(eta) else f'{eta:.0f}s'} | best feasible: {best_txt}")
+        failed_txt = f" ({failed} failed)" if failed else ""
+        return (f"[bold]{escape(cfg.name)}[/] {phase} | {done} done{failed_txt}, {running} running, "
+                f"{pending} pending of {total} | elapsed {fmt_seconds(elapsed)} ETA "
+                f"{fmt_seconds(eta)} | best feasible: {escape(best_txt)}")
 
 
 def error_text(error_file: str | None) -> str:

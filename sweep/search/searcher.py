@@ -4,7 +4,12 @@
 and tells the study ``RUN_DIR/optuna.db`` (study name = run name) and adds what plain
 ``OptunaSearch`` lacks:
 
-- the feasibility constraint ``quality_gap - tolerance <= 0`` on every finished trial;
+- the feasibility constraint ``quality_gap - tolerance <= 0`` on every finished trial, in
+  the ``constraints`` system attribute (the list form Optuna's samplers write for
+  ``constraints_func``: ``study.best_trials``, the samplers and optuna-dashboard read it);
+- the objectives' names (``study.set_metric_names``) and, per trial, user attributes that
+  tie it to the run directory: ``tune_trial_id``, ``trial_dir`` (``trials/<id>``, relative
+  to RUN_DIR), ``status``, ``seed``;
 - FAIL for a failed, diverged or non-finite trial (Optuna never leaves it RUNNING);
 - after a crash, study trials whose result the ledger does not hold are handed out again
   before new ones are asked (``adopt``), so every trial runs exactly once;
@@ -14,6 +19,7 @@ and tells the study ``RUN_DIR/optuna.db`` (study name = run name) and adds what 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,8 +33,11 @@ from sweep.files.atomic import write_text
 from sweep.rundir.integrity import FIRST_NUMBER_FILE
 from sweep.search.space import SearchSpec
 
-#: The constraint's name in Optuna (system attribute ``constraints:<name>``).
+#: The constraint: ``quality_gap - tolerance`` (feasible when <= 0).
 CONSTRAINT = "quality_gap"
+#: Optuna's system attribute for constraint values (a list), as its samplers write it; the
+#: named form of ``Trial.set_constraint`` is not read by optuna-dashboard (0.21).
+CONSTRAINTS_ATTR = "constraints"
 
 
 def make_sampler(spec: SearchSpec, seed: int) -> optuna.samplers.BaseSampler:
@@ -82,6 +91,12 @@ class ConstrainedOptunaSearch(OptunaSearch):
         self.to_adopt = list(adopt)  # study trials handed out again before new ones are asked
         self.storage = storage
         self.study_name = study_name
+        if self.study.metric_names != list(objectives):
+            with warnings.catch_warnings():  # "experimental" since Optuna 3.2, still the API
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                self.study.set_metric_names(list(objectives))
+        self.study.set_user_attr("constraint", f"{CONSTRAINT} - {tolerance:g} <= 0: does not "
+                                 "collapse")
 
     @property
     def study(self) -> optuna.Study:
@@ -93,7 +108,13 @@ class ConstrainedOptunaSearch(OptunaSearch):
             self._adopt(trial_id, self.to_adopt.pop(0))
         params = super().suggest(trial_id)
         if params is not None:
-            params["__number"] = self._ot_trials[trial_id].number
+            ot_trial = self._ot_trials[trial_id]
+            params["__number"] = ot_trial.number
+            try:
+                ot_trial.set_user_attr("tune_trial_id", trial_id)
+                ot_trial.set_user_attr("trial_dir", f"trials/{trial_id}")
+            except optuna.exceptions.UpdateFinishedTrialError:
+                pass  # an adopted orphan told before the crash keeps its first Tune id
         return params
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None,
@@ -105,13 +126,19 @@ class ConstrainedOptunaSearch(OptunaSearch):
         if stored.state.is_finished():  # told before a crash; nothing to tell again
             self._completed_trials.add(trial_id)
             return
+        result = result or {}
+        ot_trial.set_user_attr("status", str(result.get("status") or "failed"))
+        if "seed" in result:
+            ot_trial.set_user_attr("seed", result["seed"])
         if error or not result or result.get("failed") or not all(
                 _finite(result.get(m)) for m in self.metric):
             self.study.tell(ot_trial, state=TrialState.FAIL)
             self._completed_trials.add(trial_id)
             return
-        if f"constraints:{CONSTRAINT}" not in stored.system_attrs:  # set before a crash?
-            ot_trial.set_constraint(CONSTRAINT, float(result["quality_gap"]) - self.tolerance)
+        if CONSTRAINTS_ATTR not in stored.system_attrs:  # set before a crash?
+            self.storage.set_trial_system_attr(
+                ot_trial._trial_id, CONSTRAINTS_ATTR,
+                [float(result["quality_gap"]) - self.tolerance])
         super().on_trial_complete(trial_id, result, error)
 
     # ---------------------------------------------------------------- crash recovery

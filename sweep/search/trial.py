@@ -185,7 +185,8 @@ class TrialRun:
     def run(self) -> dict[str, Any]:
         """Drive the chain to its end (or its first error); returns the done record."""
         chain = self._chain()
-        self.logger = _ChainLogger(self.tdir / "tb", config=self.config, params=self.params)
+        self.logger = _ChainLogger(self.tdir / "tb", config=self.config, params=self.params,
+                                   enabled="tensorboard" in self.config.loggers)
         self._started = time.perf_counter()
         self._reports, self._tune_ckpts, self._frames = (
             Throttle(REPORT_EVERY_S), Throttle(TUNE_CHECKPOINT_EVERY_S), Throttle(PARQUET_EVERY_S))
@@ -293,8 +294,11 @@ def _metrics(record: dict[str, Any], *, done: bool, generation: int) -> dict[str
 class _ChainLogger:
     """The TensorBoard ChainLogger; a logging failure never stops a chain."""
 
-    def __init__(self, log_dir: Path, *, config: ChainConfig, params: dict[str, Any]) -> None:
+    def __init__(self, log_dir: Path, *, config: ChainConfig, params: dict[str, Any],
+                 enabled: bool = True) -> None:
         self._inner: Any = None
+        if not enabled:  # `loggers:` without tensorboard
+            return
         try:
             from sweep.observe.board import ChainLogger
 
