@@ -185,6 +185,7 @@ def test_live_line_counts_and_trial_label(tmp_path):
     df = pd.DataFrame({"trial_id": ["a1", "b2", "c3"], "number": [0, 1, 2],
                        "status": ["finished", "failed", "running"], "quality_gap": [0.05, None, None],
                        "total_flops": [1e9, None, None], "seconds": [4.0, 1.0, 0.0],
+                       "feasible": [True, False, False], "collapsed": [False, True, False],
                        "param.curation.strength": [0.3, 0.5, 0.1]})
     progress = SweepProgress(settings)
     progress._durations = [10.0]
