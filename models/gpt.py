@@ -187,7 +187,8 @@ def filter_logits(logits: torch.Tensor, *, temperature: float, top_k: int,
 @dataclass
 class _FitRecord:
     items: int = 0
-    tokens: int = 0  # positions processed (what the matmuls cost), all epochs
+    tokens: int = 0  # positions trained on (rows x padded width, what the matmuls cost), all epochs
+    val_tokens: int = 0  # positions scored by validation passes (early stopping)
     steps: int = 0
     epochs_run: float = 0.0
     train_loss: float = float("nan")
@@ -277,7 +278,7 @@ class GPTModel:
         # Trim trailing all-padding columns so short-sequence data does not pay for them.
         x_all = x_all[:, : max(int(item_size(data).max()), 1)]
         perm = torch.from_numpy(rng.permutation(len(x_all))).to(self.device)
-        n_val = int(len(x_all) * tc.val_fraction) if len(x_all) >= 20 else 0
+        n_val = int(len(x_all) * tc.val_fraction) if tc.early_stopping and len(x_all) >= 20 else 0
         x_val, x_train = x_all[perm[:n_val]], x_all[perm[n_val:]]
         gen = self._generator(rng)
         with _dropout_rng(self.config.dropout > 0, gen, self.device):
@@ -310,6 +311,7 @@ class GPTModel:
             record.steps += 1
             if n_val and ((step + 1) % eval_every == 0 or step + 1 == total_steps):
                 val = self._mean_nll(x_val)
+                record.val_tokens += x_val.numel()
                 if val < best_val:
                     best_val, bad_evals = val, 0
                     best_state = copy.deepcopy(self.net.state_dict())
@@ -359,6 +361,16 @@ class GPTModel:
         x = self._tensor(data)
         self.net.eval()
         out = [-(nll * mask).sum(dim=1) for nll, mask in
+               (self._token_nll(chunk) for chunk in x.split(self.train_config.eval_batch_size))]
+        return torch.cat(out).double().cpu().numpy()
+
+    @torch.no_grad()
+    def token_log_prob(self, data: np.ndarray) -> np.ndarray:
+        """(n, L): log p(x_t | x_<t) at every counted token, 0 at padding; rows sum to
+        ``log_prob`` (one forward pass gives both, for the per-token tail)."""
+        x = self._tensor(data)
+        self.net.eval()
+        out = [-(nll * mask) for nll, mask in
                (self._token_nll(chunk) for chunk in x.split(self.train_config.eval_batch_size))]
         return torch.cat(out).double().cpu().numpy()
 
@@ -413,15 +425,17 @@ class GPTModel:
         chunks = [self._sample_batch(min(bs, n - start), max_len, gen, use_cache,
                                      None if prompts is None else prompts[start:start + bs], **opts)
                   for start in range(0, n, bs)]
-        out = torch.cat(chunks).cpu().numpy() if chunks else np.zeros((0, max_len), np.int64)
-        if n:
-            self._tokens_per_sample = float(item_size(out).mean())
+        out = torch.cat([c for c, _ in chunks]).cpu().numpy() if chunks else np.zeros((0, max_len), np.int64)
+        if n:  # positions run (rows x decoding steps, steps after a row's EOS included)
+            self._tokens_per_sample = sum(steps * len(c) for c, steps in chunks) / n
         return out
 
     def _sample_batch(self, b: int, max_len: int, gen: torch.Generator, use_cache: bool,
-                      prompt: torch.Tensor | None, **opts: Any) -> torch.Tensor:
+                      prompt: torch.Tensor | None, **opts: Any) -> tuple[torch.Tensor, int]:
+        """(b, max_len) rows and the decoding steps run (the batch stops when all rows end)."""
         seq = torch.full((b, max_len + 1), self.vocab_size, dtype=torch.long, device=self.device)
         done = torch.zeros(b, dtype=torch.bool, device=self.device)
+        steps = max_len
         cache = self.net.new_cache(b, max_len) if use_cache else None
         for t in range(max_len):
             if use_cache:  # feed only the newest token; the cache holds the prefix
@@ -442,35 +456,40 @@ class GPTModel:
             seq[:, t + 1] = token
             done |= token == EOS
             if bool(done.all()):
+                steps = t + 1
                 break
         seq[:, 1:].masked_fill_(seq[:, 1:] == self.vocab_size, EOS)  # steps never taken
-        return seq[:, 1:]
+        return seq[:, 1:], steps
 
     def flops(self, op: str, n_items: int) -> float:
-        """FLOPs (Kaplan et al. 2020): per token 2N forward, 6N train, N = ``n_flop_params``.
+        """FLOPs (Kaplan et al. 2020): per position 2N forward, 6N train, N = ``n_flop_params``.
 
-        N counts the block weights and the tied output head (a real matmul per token) but not
-        the embedding look-ups; attention adds 2 * n_layer * ctx * n_embd per token forward,
-        ctx = tokens per item. ``fit`` uses the positions the last fit processed (all epochs,
-        padding included), scaled to ``n_items``; before any fit, ``epochs`` x block_size.
-        ``sample`` uses the mean sampled length of the last ``sample`` call; ``score``
-        assumes block_size tokens per item (an upper bound).
+        One convention everywhere: *positions the network runs*, padding included (rows x
+        padded width: what the matmuls cost, whatever the row's real length). N counts the
+        block weights and the tied output head but not the embedding look-ups; attention adds
+        2 * n_layer * ctx * n_embd per position forward (x3 to train), ctx = block_size.
+
+        - ``fit``: the positions the last fit trained on (all epochs, at the training set's
+          padded width) x 6, plus its validation passes x 2 (early stopping only), scaled to
+          ``n_items``; before any fit, ``epochs`` x block_size positions per item.
+        - ``sample``: the decoding steps the last ``sample`` call ran per row (a batch runs
+          until its last row ends) x 2.
+        - ``score``: block_size positions per item x 2 (candidates are scored at the full
+          width ``sample`` returns).
         """
         c = self.config
         tc = self.train_config
+        per_position = self.n_flop_params + c.n_layer * c.block_size * c.n_embd
         if op == "fit":
             if self._fit.items:
-                tokens = self._fit.tokens * n_items / self._fit.items
-            else:
-                tokens = tc.epochs * n_items * c.block_size
-            ctx, mult = c.block_size, 6.0
-        elif op == "sample":
-            tokens, ctx, mult = n_items * self._tokens_per_sample, self._tokens_per_sample, 2.0
-        elif op == "score":
-            tokens, ctx, mult = n_items * c.block_size, c.block_size, 2.0
-        else:
-            raise ValueError(f"op: {op!r} (allowed: fit, sample, score)")
-        return mult * tokens * (self.n_flop_params + c.n_layer * ctx * c.n_embd)
+                scale = n_items / self._fit.items
+                return (6.0 * self._fit.tokens + 2.0 * self._fit.val_tokens) * scale * per_position
+            return 6.0 * tc.epochs * n_items * c.block_size * per_position
+        if op == "sample":
+            return 2.0 * n_items * self._tokens_per_sample * per_position
+        if op == "score":
+            return 2.0 * n_items * c.block_size * per_position
+        raise ValueError(f"op: {op!r} (allowed: fit, sample, score)")
 
     def summary(self) -> dict[str, float]:
         f = self._fit
@@ -481,12 +500,14 @@ class GPTModel:
     def state_dict(self) -> dict[str, Any]:
         """Weights (CPU tensors) and the last fit's token count; loadable with weights_only."""
         state: dict[str, Any] = {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()}
-        return {"weights": state, "fit_items": self._fit.items, "fit_tokens": self._fit.tokens}
+        return {"weights": state, "fit_items": self._fit.items, "fit_tokens": self._fit.tokens,
+                "fit_val_tokens": self._fit.val_tokens}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore weights and FLOP bookkeeping; sampling options stay as configured."""
         self.net.load_state_dict({k: v.to(self.device) for k, v in state["weights"].items()})
-        self._fit = _FitRecord(items=int(state.get("fit_items", 0)), tokens=int(state.get("fit_tokens", 0)))
+        self._fit = _FitRecord(items=int(state.get("fit_items", 0)), tokens=int(state.get("fit_tokens", 0)),
+                               val_tokens=int(state.get("fit_val_tokens", 0)))
 
 
 @contextlib.contextmanager

@@ -43,9 +43,13 @@ class GPTTrainConfig:
         0.05, "Fraction of steps of linear warm-up before the cosine decay to lr / 10.",
         ge=0, lt=1)
     grad_clip: float = _knob(1.0, "Gradient norm clip (0 disables).", ge=0)  # type: ignore[assignment]
+    early_stopping: bool = _knob(  # type: ignore[assignment]
+        False, "Hold out val_fraction of the rows and stop after `patience` evaluations without "
+        "improvement (validation passes are counted as FLOPs). Off by default: every fit runs "
+        "its exact budget, so a config's cost does not vary with the seed.")
     val_fraction: float = _knob(  # type: ignore[assignment]
-        0.1, "Share of the training rows held out for early stopping (0 disables; none below "
-        "20 rows).", ge=0, lt=1)
+        0.1, "Share of the training rows held out when early_stopping (none below 20 rows).",
+        ge=0, lt=1)
     patience: int = _knob(  # type: ignore[assignment]
         2, "Evaluations without validation improvement before stopping.", ge=1)
     evals_per_epoch: int = _knob(  # type: ignore[assignment]

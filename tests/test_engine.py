@@ -133,8 +133,8 @@ def test_oracle_likelihood_agreement_is_recorded_and_perfect():
 def test_oracle_density_ratio_curation_prevents_gaussian_collapse(selection):
     # 20 generations of n = 100 under replace: the uncurated variance decays (E = 0.99^21 =
     # 0.81, this seed reaches 0.20, gap +76%); resampling by p_truth / p_model pulls every
-    # batch back towards N(0, 1).
-    base = {"recursion": {"generations": 20}}
+    # batch back towards N(0, 1). On real_nll (the thresholds are for its relative gap).
+    base = {"recursion": {"generations": 20}, "collapse": {"metric": "real_nll"}}
     plain = run_chain(cfg(**base)).attrs["summary"]["quality_gap"]
     curated = run_chain(cfg(**base, curation={"scorer": "oracle", "strength": 0.5,
                                               "selection": selection}))

@@ -42,6 +42,19 @@ CASES = {
                  "curation": {"scorer": "rules", "strength": 0.5}},
 }
 SLOW = {"gpt-truthlm", "gpt-text"}
+for _case in SLOW:  # recorded with early stopping, the GPT default at bbb1df2
+    CASES[_case]["model"]["train"]["early_stopping"] = True
+
+#: Columns issue 12 changed on purpose, left out of the comparison: the tail of linreg
+#: (largest-||x|| inputs), categorical (rarest outcomes) and truth-lm (lowest-probability
+#: tokens); GPT FLOPs (sampling counts the decoding steps run, validation passes count); GPT
+#: sample metrics (2000 evaluation samples instead of 256).
+_LM_SAMPLES = ["mean_length", "eos_rate", "distinct_1", "distinct_2", "distinct_4",
+               "unigram_entropy", "repetition_rate", "sample_true_nll", "in_language_share",
+               "minority_share", "minority_share_all"]
+_LM_FLOPS = ["fit_flops", "sample_flops", "flops", "cumulative_flops"]
+INTENDED = {"linreg": ["tail_nll"], "categorical": ["tail_nll"],
+            "gpt-truthlm": ["tail_nll", *_LM_FLOPS, *_LM_SAMPLES], "gpt-text": [*_LM_FLOPS, *_LM_SAMPLES]}
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n
@@ -49,4 +62,5 @@ SLOW = {"gpt-truthlm", "gpt-text"}
 def test_frame_equals_the_one_recorded_before_the_restructure(name):
     recorded = pd.read_parquet(RECORDED / f"{name}.parquet")
     now = run_chain(load_config({**BASE, **CASES[name]}))
-    pd.testing.assert_frame_equal(now[list(recorded.columns)], recorded, check_exact=True)
+    columns = [c for c in recorded.columns if c not in INTENDED.get(name, [])]
+    pd.testing.assert_frame_equal(now[columns], recorded[columns], check_exact=True)

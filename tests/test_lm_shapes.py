@@ -22,7 +22,9 @@ from sweep.files.checkpoint import save_checkpoint
 
 pytestmark = pytest.mark.slow
 
-BASE = {"model": {"family": "gpt", "size": "xs"}, "recursion": {"generations": 5},
+# Recorded with early stopping (the default before the fixed-budget default of issue 12).
+BASE = {"model": {"family": "gpt", "size": "xs", "train": {"early_stopping": True}},
+        "recursion": {"generations": 5},
         "data": {"source": "truth-lm", "minority_share": 0.2}}
 
 

@@ -174,7 +174,8 @@ def test_events_are_flushed_every_generation(tmp_path):
 
 
 def test_nan_skipped_unknown_columns_under_other_and_resume_keeps_the_gap(tmp_path):
-    config = load_config({"recursion": {"generations": 3}})
+    # The rows below carry real_nll only: the gap is on real_nll (the default is now excess).
+    config = load_config({"recursion": {"generations": 3}, "collapse": {"metric": "real_nll"}})
     lp = np.array([-1.0, -2.0, -np.inf])
     with ChainLogger(tmp_path, config=config, params={}) as logger:
         logger.log_generation({"generation": 0, "real_nll": 2.0, "kl": float("nan"),

@@ -309,7 +309,7 @@ def test_quick_yaml_demo_sweep(ray_session, tmp_path):
     wall = time.perf_counter() - t0
     df = pd.read_parquet(run_dir / "results.parquet")
     assert len(df) == 24 and df["status"].isin(["finished", "stopped_collapsed"]).all()
-    assert set(df["param.model.size"]) <= {"xs", "s"}
+    assert set(df["param.recursion.regime"]) <= {"replace", "accumulate", "accumulate-subsample"}
     print(f"\nquick.yaml: {wall:.1f} s wall")
     assert wall < 300
 

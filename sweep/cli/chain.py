@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from rich.console import Console
 from rich.markup import escape
@@ -23,10 +25,10 @@ from sweep.files.checkpoint import CorruptCheckpoint, load_checkpoint, save_chec
 #: both hold the whole chain, so rewriting them every generation made long analytic chains
 #: (3000 generations of milliseconds each) spend minutes on I/O.
 SAVE_EVERY_S = 2.0
-TABLE_COLUMNS = ("generation", "train_size", "real_nll", "tail_nll", "kl", "var", "mean",
-                 "param_error", "gini", "support", "minority_share", "distinct_2", "fd",
-                 "precision", "recall", "label_cost",
-                 "scorer_agreement", "cumulative_flops")
+TABLE_COLUMNS = ("generation", "train_size", "excess", "real_nll", "tail_nll", "minority_nll",
+                 "var", "mean", "param_error", "gini", "support", "minority_share",
+                 "minority_share_truth", "distinct_2", "distinct_2_real", "fd", "precision",
+                 "recall", "label_cost", "scorer_agreement", "cumulative_flops")
 
 
 def build_chain(config: ChainConfig, seed: int | None) -> Chain:
@@ -38,10 +40,44 @@ def build_chain(config: ChainConfig, seed: int | None) -> Chain:
         raise ConfigError(msg if ":" in msg.split(" ")[0] else f"data: {msg}") from None
 
 
+def print_health(report, console: Console) -> None:
+    """One loud line: green when the measurement resolves the tolerance, red when not."""
+    if report.passed:
+        console.print(f"[green]health check passed[/green]: {report.reason}")
+    else:
+        console.print(f"[bold red]WARNING: health check failed[/bold red]: {report.reason}")
+
+
+def run_check_command(config: ChainConfig, *, seeds: int, json_out: Path | None = None,
+                      console: Console | None = None) -> int:
+    from sweep.engine.health import health_check
+
+    console = console or Console()
+    build_chain(config, None)  # a bad data source is a config error, before any fit
+    report = health_check(config, seeds=[config.seed + i for i in range(seeds)],
+                          progress=lambda msg: console.print(f"[dim]{msg}[/dim]"))
+    print_health(report, console)
+    longer = (f", {np.mean(report.model0_longer):.4g} with 2x the budget"
+              if report.model0_longer else "")
+    console.print(f"{report.metric} of model 0: {np.mean(report.model0):.4g}{longer}; "
+                  f"control gaps: {', '.join(f'{g:+.3g}' for g in report.control_gaps)} "
+                  f"(tolerance {report.tolerance:g})")
+    if json_out is not None:
+        write_text(json_out, json.dumps(report.to_dict(), indent=2))
+        console.print(f"wrote {json_out}")
+    return 0 if report.passed else 1
+
+
 def run_chain_command(config: ChainConfig, *, out: Path | None, seed: int | None,
-                      tensorboard: bool, fresh: bool, console: Console | None = None) -> int:
+                      tensorboard: bool, fresh: bool, check: bool = False,
+                      console: Console | None = None) -> int:
     console = console or Console()
     chain = build_chain(config, seed)  # validates the data before anything is written
+    if check:
+        from sweep.engine.health import health_check
+
+        print_health(health_check(config, progress=lambda m: console.print(f"[dim]{m}[/dim]")),
+                     console)
     out = out or Path("runs") / config.name
     ckpt_dir = out / "checkpoint"
     try:
@@ -93,6 +129,11 @@ def run_chain_command(config: ChainConfig, *, out: Path | None, seed: int | None
     console.print(f"{verdict}: {config.collapse.metric} gap {summary['quality_gap']:+.3g} "
                   f"(tolerance {config.collapse.tolerance:g}, {config.collapse.at}), "
                   f"total {summary['total_flops']:.3g} FLOPs, status {summary['status']}")
+    if summary["quality_gap"] < -config.collapse.tolerance:
+        console.print(f"[bold red]WARNING[/bold red]: later generations beat model 0 by more than "
+                      f"the tolerance (gap {summary['quality_gap']:+.3g}): model 0 is probably "
+                      "not trained to convergence, so this gap understates collapse; run "
+                      "`collapse-sweep check` on this config")
     console.print(f"wrote {escape(str(out / 'generations.parquet'))}")
     if logger:
         console.print(f"tensorboard: tensorboard --logdir {escape(str(out / 'tb'))} --host 127.0.0.1")
@@ -107,6 +148,8 @@ def _save(chain: Chain, out: Path, ckpt_dir: Path) -> None:
 def generation_table(df: pd.DataFrame, *, title: str, max_rows: int = 25) -> Table:
     """The per-generation table; long chains show evenly spaced generations and the last."""
     cols = [c for c in TABLE_COLUMNS if c in df.columns and df[c].notna().any()]
+    if "param_error" in cols and "excess" in cols and df.excess.equals(df.param_error):
+        cols.remove("excess")  # linreg: the excess loss is the parameter error
     table = Table(title=escape(title))
     for c in cols:
         table.add_column(c, justify="right")

@@ -1,6 +1,7 @@
 """``collapse-sweep``: one command per study.
 
     collapse-sweep chain   CONFIG [--set k=v ...]     one chain, no Ray
+    collapse-sweep check   CONFIG [--set k=v ...]     can the measurement resolve the tolerance?
     collapse-sweep run     CONFIG [--set k=v ...]     a sweep on Ray Tune + Optuna
     collapse-sweep resume  RUN_DIR                    continue an interrupted sweep
     collapse-sweep analyze RUN_DIR                    Pareto front, cheapest non-collapsing config
@@ -27,6 +28,7 @@ EXAMPLES = """examples:
   collapse-sweep chain --set recursion.regime=accumulate --set recursion.generations=50
   collapse-sweep chain configs/lm-chain.yaml --set curation.scorer=oracle --set curation.strength=0.5
   collapse-sweep theory
+  collapse-sweep check configs/quick.yaml
   collapse-sweep run configs/quick.yaml --name quick
   collapse-sweep resume runs/quick
   collapse-sweep analyze runs/quick && collapse-sweep report runs/quick
@@ -61,6 +63,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tb", action="store_true", help="also write TensorBoard events to OUT/tb")
     p.add_argument("--fresh", action="store_true",
                    help="ignore a checkpoint left in OUT by an interrupted run (default: resume)")
+    p.add_argument("--check", action="store_true",
+                   help="run the health check (`collapse-sweep check`) first and warn if it fails")
+
+    p = sub.add_parser(
+        "check", help="health check: is model 0 converged, is the gap's noise below tolerance?",
+        description="Before spending a sweep's budget: fit model 0 with 2x its budget (training "
+                    "longer must not improve the collapse metric by more than 1/4 of the "
+                    "tolerance) and run a no-synthetic control (replace, real_fraction 1) over "
+                    "a few seeds (its gap's mean and sd must stay within 1/3 of the tolerance). "
+                    "Exit 0 when both hold, 1 when not.")
+    _add_config_args(p, required=False)
+    p.add_argument("--seeds", type=int, default=3, help="seeds of the control (default 3)")
+    p.add_argument("--json", dest="json_out", type=Path, default=None,
+                   help="also write the numbers to this JSON file")
 
     p = sub.add_parser("run", help="run a sweep on Ray Tune + Optuna",
                        description="Search the config's `search.space` with Optuna, trials on "
@@ -137,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = {
-        "chain": cmd_chain, "run": cmd_run, "resume": cmd_resume, "analyze": cmd_analyze,
+        "chain": cmd_chain, "check": cmd_check, "run": cmd_run, "resume": cmd_resume, "analyze": cmd_analyze,
         "report": cmd_report, "tensorboard": cmd_tensorboard, "dashboard": cmd_dashboard,
         "theory": cmd_theory,
     }[args.command]
@@ -207,7 +223,16 @@ def cmd_chain(args: argparse.Namespace) -> int:
     check_output_dir(args.out or Path("runs") / config.name, "--out")
     check_memory(config)
     return run_chain_command(config, out=args.out, seed=args.seed, tensorboard=args.tb,
-                             fresh=args.fresh)
+                             fresh=args.fresh, check=args.check)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from sweep.cli.chain import run_check_command
+
+    if args.seeds < 2:
+        raise ConfigError(f"--seeds: need at least 2 to measure noise, got {args.seeds}")
+    config = load_config(args.config, args.overrides)
+    return run_check_command(config, seeds=args.seeds, json_out=args.json_out)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -197,17 +197,24 @@ class SamplingConfig(_Strict):
 
 
 CollapseMetric = Literal[
-    "real_nll", "tail_nll", "param_error", "var", "gini", "support", "minority_share", "kl",
-    "fd", "precision", "recall", "diversity", "class_tv", "denoise_loss",
+    "excess", "real_nll", "tail_nll", "param_error", "var", "gini", "support", "minority_share",
+    "kl", "minority_nll", "minority_kl", "fd", "precision", "recall", "diversity", "class_tv",
+    "denoise_loss",
 ]
 
 
 class CollapseConfig(_Strict):
     metric: CollapseMetric = Field(
-        "real_nll", description="Metric whose relative degradation vs generation 0 is the gap."
+        "excess",
+        description="Metric whose relative degradation vs generation 0 is the gap. 'excess' "
+        "(default where the truth is known): the distance to the truth (KL per token on "
+        "truth-lm, closed-form KL for gaussian/categorical, ||w - w*||^2 for linreg, a Monte "
+        "Carlo KL for gmm), so gap 1.0 = model G twice as far from the truth as model 0. "
+        "Text has no truth: the default there is 'real_nll' (baseline: model 0's held-out NLL).",
     )
     tolerance: float = Field(
-        0.1, gt=0, description="Collapsed when the relative gap exceeds this (0.1 = 10%)."
+        0.1, gt=0, description="Collapsed when the relative gap exceeds this (0.1 = 10% worse "
+        "than model 0; on 'excess', 10% farther from the truth)."
     )
     at: Literal["last", "any"] = Field(
         "last", description="Judge the gap at the last generation, or at any generation."
@@ -357,6 +364,13 @@ class ChainConfig(_Strict):
     def _check_collapse_metric(self, family: FamilyRules, source: SourceRules) -> None:
         """A family's or source's own metric needs that family or source."""
         metric = self.collapse.metric
+        if metric == "excess" and not source.has_truth:
+            if "metric" in self.collapse.model_fields_set:
+                raise ValueError(f"collapse.metric: 'excess' needs a known truth; "
+                                 f"{self.data.source} has none (use real_nll, whose baseline is "
+                                 "model 0's held-out NLL)")
+            object.__setattr__(self.collapse, "metric", "real_nll")
+            return
         if metric in family.metrics or metric in source.metrics:
             return
         for other_source in SOURCES.registered().values():

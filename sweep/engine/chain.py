@@ -36,10 +36,17 @@ from sweep.engine.curation import (
     select_per_prompt,
 )
 from sweep.engine.flops import generation_flops
-from sweep.engine.metrics import DIRECTION, collapse_summary, nll_metrics, relative_gaps
+from sweep.engine.metrics import DIRECTION, collapse_summary, group_nll, nll_metrics, relative_gaps
 from sweep.engine.regimes import Pool, Regime, real_part, split_batch
 from sweep.files.checkpoint import CorruptCheckpoint, load_checkpoint, save_checkpoint
-from sweep.problems import Problem, build_model, build_problem, family_of, source_of
+from sweep.problems import (
+    Problem,
+    build_model,
+    build_problem,
+    excess_loss,
+    family_of,
+    source_of,
+)
 
 GenerationCallback = Callable[[dict[str, Any], dict[str, Any]], None]
 
@@ -231,9 +238,23 @@ class Chain:
         # 'warm' keeps the weights.
 
     def _evaluate(self, row: dict[str, Any]) -> dict[str, Any]:
-        lp = self.model.log_prob(self.problem.test)
-        row.update(nll_metrics(lp, self._test_sizes, self.problem.tail_mask,
-                               self.problem.truth_test_log_prob if self.source.kl else None))
+        pb = self.problem
+        token_lp = None
+        if pb.tail_mask.ndim == 2:  # a per-token tail (truth-lm): one pass gives both
+            token_lp = self.model.token_log_prob(pb.test)
+            lp = token_lp.sum(axis=1)
+        else:
+            lp = self.model.log_prob(pb.test)
+        row.update(nll_metrics(lp, self._test_sizes, pb.tail_mask,
+                               pb.truth_test_log_prob if self.source.kl else None,
+                               token_log_prob=token_lp))
+        excess = excess_loss(self.family, self.model, pb, lp, self._test_sizes)
+        if excess is not None:
+            row["excess"] = excess
+        if pb.truth_test_log_prob is not None:
+            sizes = np.ones(len(lp)) if self._test_sizes is None else self._test_sizes
+            for name, group in pb.test_groups.items():
+                row.update(group_nll(lp, sizes, group, pb.truth_test_log_prob, name=name))
         row.update(self.family.stats(self.model, self.problem))
         details: dict[str, Any] = {"test_log_prob": lp, "model": self.model}
         if self.family.sample_metrics is not None:

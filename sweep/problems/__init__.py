@@ -21,6 +21,7 @@ from sweep.problems.registry import (
     Family,
     build_model,
     build_problem,
+    excess_loss,
     families,
     family_of,
     model_summary,
@@ -34,6 +35,6 @@ from sweep.problems.registry import (
 
 __all__ = [
     "DataSource", "Family", "Problem", "TokenSpace", "build_model", "build_problem",
-    "families", "family_of", "model_summary", "problem_from_truth", "register_family",
+    "excess_loss", "families", "family_of", "model_summary", "problem_from_truth", "register_family",
     "register_source", "size_columns", "source_of", "sources", "tail_mask",
 ]

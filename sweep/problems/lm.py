@@ -13,16 +13,18 @@ from pydantic import Field, create_model
 
 from models.base import Model
 from models.gpt_settings import SIZES, GPTTrainConfig
+from models.tokens import counted_mask
 from sweep.config import ChainConfig, ConfigError, FamilyConfig, Section, SourceConfig
-from sweep.problems.lm_metrics import lm_sample_metrics, rare_ngram_mask
-from sweep.problems.problem import Problem, TokenSpace, tail_mask
+from sweep.problems.lm_metrics import lm_sample_metrics, rare_ngram_mask, reference_metrics
+from sweep.problems.problem import Problem, TokenSpace, token_tail_mask
 from sweep.problems.registry import DataSource, Family, register_family, register_source
 from sweep.problems.sources import TextCorpus, TruthLanguage
 
 #: Default samples_per_generation of a language model (the analytic default is 100).
 LM_SAMPLES = 1000
-#: Samples drawn from each language model for sample-based metrics (not counted as compute).
-LM_EVAL_SAMPLES = 256
+#: Samples drawn from each language model for sample-based metrics (not counted as compute):
+#: enough that minority_share (5% of rows) has a standard error of ~0.005.
+LM_EVAL_SAMPLES = 2000
 
 
 # --------------------------------------------------------------------------- data sources
@@ -71,14 +73,18 @@ def _truth_lm_problem(config: ChainConfig, rng: np.random.Generator) -> Problem:
     except ValueError as exc:
         raise ConfigError(f"data: {exc}") from None
     real_train = truth.sample(n, rng)
-    test = truth.sample(data.test_size, rng)
-    truth_lp = truth.log_prob(test)
-    # The tail: held-out sequences the truth finds least likely per token (rare dialect,
-    # rare transitions), so length alone does not decide.
-    per_token = truth_lp / np.maximum(truth.item_size(test), 1)
-    return Problem(real_train=real_train, test=test, tail_mask=tail_mask(per_token),
-                   draw_real=truth.sample, truth=truth, truth_test_log_prob=truth_lp,
-                   tokens=TokenSpace(vocab_size=truth.vocab_size, block_size=truth.max_len))
+    test, dialect = truth.sample_with_dialect(data.test_size, rng)
+    token_lp = truth.token_log_prob(test)
+    # The tail: held-out *tokens* the truth finds least likely given their prefix (rare
+    # transitions, the minority dialect's own), so sequence length does not decide.
+    tail = token_tail_mask(token_lp, counted_mask(test))
+    reference = reference_metrics(truth.sample(LM_EVAL_SAMPLES, rng), truth)
+    return Problem(real_train=real_train, test=test, tail_mask=tail,
+                   draw_real=truth.sample, truth=truth, truth_test_log_prob=token_lp.sum(axis=1),
+                   tokens=TokenSpace(vocab_size=truth.vocab_size, block_size=truth.max_len),
+                   tail_kind="held-out tokens with the lowest truth probability given their "
+                   "prefix (bottom decile)",
+                   test_groups={"minority": dialect.astype(bool)}, reference=reference)
 
 
 def _text_problem(config: ChainConfig, rng: np.random.Generator) -> Problem:
@@ -97,15 +103,18 @@ def _text_problem(config: ChainConfig, rng: np.random.Generator) -> Problem:
     if len(test) > data.test_size:
         test = test[np.sort(rng.choice(len(test), size=data.test_size, replace=False))]
     real_train = corpus.sample_real(config.recursion.samples_per_generation, rng)
+    reference = reference_metrics(corpus.sample_real(LM_EVAL_SAMPLES, rng))
     return Problem(real_train=real_train, test=test,
                    tail_mask=rare_ngram_mask(test, train_blocks),
                    draw_real=corpus.sample_real, truth=None,
-                   tokens=TokenSpace(vocab_size=corpus.vocab_size, block_size=data.block_size))
+                   tokens=TokenSpace(vocab_size=corpus.vocab_size, block_size=data.block_size),
+                   tail_kind="held-out blocks built from the rarest training 4-grams (bottom "
+                   "decile)", reference=reference)
 
 
 TRUTH_LM = register_source(DataSource(
     name="truth-lm", config=TruthLMData, problem=_truth_lm_problem,
-    metrics=("minority_share", "kl"), kl=True))
+    metrics=("minority_share", "kl", "minority_nll", "minority_kl"), kl=True))
 TEXT = register_source(DataSource(
     name="text", config=TextData, problem=_text_problem, has_truth=False, byte_level=True))
 
@@ -158,7 +167,7 @@ def build_gpt(m: GPTModelCfg, problem: Problem, rng: np.random.Generator) -> Mod
 def _gpt_sample_metrics(model: Model, problem: Problem, rng: np.random.Generator
                         ) -> tuple[dict[str, float], np.ndarray]:
     samples = model.sample(LM_EVAL_SAMPLES, rng)
-    return lm_sample_metrics(samples, problem.truth), samples
+    return {**lm_sample_metrics(samples, problem.truth), **problem.reference}, samples
 
 
 GPT = register_family(Family(

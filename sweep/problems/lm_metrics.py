@@ -87,19 +87,10 @@ def mean_length(samples: np.ndarray) -> float:
     return float(item_size(samples).mean()) if len(samples) else 0.0
 
 
-def lm_sample_metrics(samples: np.ndarray, truth: TruthLanguage | None = None) -> dict[str, float]:
-    """Diversity of a model's samples; with a known truth, their true NLL and dialect mix.
-
-    ``sample_true_nll``: per-token NLL of the samples under the truth (quality, the
-    "precision" side); ``in_language_share``: share of samples as likely per token as 99%
-    of the truth's own; ``minority_share``: mean P(minority dialect | sample) over those
-    in-language samples (the tail; NaN when there are none). Ungrammatical samples are left
-    out because their dialect posterior is noise (~0.4 for uniform tokens against a 0.05
-    prior), which would make a degrading model look as if it recovered the tail;
-    ``minority_share_all`` is the mean over all samples, for reference.
-    """
+def diversity_metrics(samples: np.ndarray) -> dict[str, float]:
+    """Length and diversity of token rows (what ``lm_sample_metrics`` reports for any LM)."""
     x = np.asarray(samples)
-    out = {
+    return {
         "mean_length": mean_length(x),
         "eos_rate": float((x == EOS).any(axis=1).mean()) if len(x) else 0.0,
         "distinct_1": distinct_n(x, 1),
@@ -108,13 +99,51 @@ def lm_sample_metrics(samples: np.ndarray, truth: TruthLanguage | None = None) -
         "unigram_entropy": unigram_entropy(x),
         "repetition_rate": repetition_rate(x),
     }
+
+
+def minority_share(samples: np.ndarray, truth: TruthLanguage) -> tuple[float, float, float]:
+    """(share, standard error, in-language share): mean P(minority dialect | row) over the
+    in-language rows, its standard error (sd / sqrt(rows)), and the share of such rows."""
+    x = np.asarray(samples)
+    posterior = truth.dialect_posterior(x)
+    ok = truth.in_language(x)
+    if not ok.any():
+        return float("nan"), float("nan"), 0.0
+    kept = posterior[ok]
+    se = float(kept.std(ddof=1) / np.sqrt(len(kept))) if len(kept) > 1 else float("nan")
+    return float(kept.mean()), se, float(ok.mean())
+
+
+def lm_sample_metrics(samples: np.ndarray, truth: TruthLanguage | None = None) -> dict[str, float]:
+    """Diversity of a model's samples; with a known truth, their true NLL and dialect mix.
+
+    ``sample_true_nll``: per-token NLL of the samples under the truth (quality, the
+    "precision" side); ``in_language_share``: share of samples as likely per token as 99%
+    of the truth's own; ``minority_share`` (with ``minority_share_se``): mean P(minority
+    dialect | sample) over those in-language samples (the tail; NaN when there are none).
+    Ungrammatical samples are left out because their dialect posterior is noise (~0.4 for
+    uniform tokens against a 0.05 prior), which would make a degrading model look as if it
+    recovered the tail; ``minority_share_all`` is the mean over all samples, for reference.
+    Compare these with ``reference_metrics`` of real data, not with generation 0.
+    """
+    x = np.asarray(samples)
+    out = diversity_metrics(x)
     if truth is not None:
         out["sample_true_nll"] = float(-truth.log_prob(x).sum() / max(item_size(x).sum(), 1))
-        posterior = truth.dialect_posterior(x)
-        ok = truth.in_language(x)
-        out["in_language_share"] = float(ok.mean())
-        out["minority_share"] = float(posterior[ok].mean()) if ok.any() else float("nan")
-        out["minority_share_all"] = float(posterior.mean())
+        share, se, in_language = minority_share(x, truth)
+        out.update(in_language_share=in_language, minority_share=share, minority_share_se=se,
+                   minority_share_all=float(truth.dialect_posterior(x).mean()))
+    return out
+
+
+def reference_metrics(real: np.ndarray, truth: TruthLanguage | None = None) -> dict[str, float]:
+    """The real data's values of the sample metrics, to show beside a model's: diversity as
+    ``<name>_real`` (e.g. ``distinct_2_real``) and, with a truth, ``minority_share_truth``
+    (with ``minority_share_truth_se``) measured the same way on the truth's own rows."""
+    out = {f"{k}_real": v for k, v in diversity_metrics(real).items()}
+    if truth is not None:
+        share, se, _ = minority_share(real, truth)
+        out.update(minority_share_truth=share, minority_share_truth_se=se)
     return out
 
 

@@ -105,6 +105,9 @@ class Family(Generic[C]):
     reload_base: Callable[[Model], None] | None = None
     """What ``recursion.init: base`` restores before each fit (None: model 0's weights; a
     pretrained LM: its checkpoint, as Shumailov et al. fine-tune OPT-125m each generation)."""
+    excess: Callable[[Model, Problem], float] | None = None
+    """The fitted model's loss in excess of the truth's in closed form (KL, excess risk);
+    None: estimated on the held-out set (see ``excess_loss``)."""
 
     @property
     def label(self) -> str:
@@ -215,3 +218,19 @@ def set_sampling(model: Model, sampling: SamplingConfig) -> None:
     model.temperature = sampling.temperature
     model.top_p = sampling.top_p
     model.top_k = sampling.top_k
+
+
+def excess_loss(family: Family[Any], model: Model, problem: Problem, test_log_prob: np.ndarray,
+                sizes: np.ndarray | None = None) -> float | None:
+    """The ``excess`` column: the model's loss in excess of the truth's, 0 for the truth.
+
+    The family's closed form when it has one (``Family.excess``); otherwise, where the truth
+    is known, KL(truth || model) estimated on the held-out set: the real NLL minus the
+    truth's, per item (per token for token rows, ``sizes``). None without a truth (text).
+    """
+    if problem.truth is None or problem.truth_test_log_prob is None:
+        return None
+    if family.excess is not None:
+        return float(family.excess(model, problem))
+    sizes = np.ones(len(test_log_prob)) if sizes is None else sizes
+    return float((problem.truth_test_log_prob - test_log_prob).sum() / sizes.sum())

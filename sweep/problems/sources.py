@@ -83,6 +83,10 @@ class TruthLanguage:
 
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """n rows (n, max_len) int64, 0-padded after EOS."""
+        return self.sample_with_dialect(n, rng)[0]
+
+    def sample_with_dialect(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """n rows as ``sample`` draws them (same rng use) and the dialect of each (1 = minority)."""
         dialect = (rng.random(n) < self.minority_share).astype(np.int64)
         out = np.zeros((n, self.max_len), dtype=np.int64)
         prev = np.full(n, self.vocab_size)  # BOS
@@ -97,7 +101,7 @@ class TruthLanguage:
             prev = np.where(done, 0, token)
             if done.all():
                 break
-        return out
+        return out, dialect
 
     def _dialect_log_prob(self, x: np.ndarray) -> np.ndarray:
         """(2, n): log-likelihood of each row under each dialect."""
@@ -105,6 +109,21 @@ class TruthLanguage:
         prev = np.concatenate([np.full((len(x), 1), self.vocab_size), x[:, :-1]], axis=1)
         mask = counted_mask(x)
         return (self.log_probs[:, prev, x] * mask).sum(axis=-1)
+
+    def token_log_prob(self, x: np.ndarray) -> np.ndarray:
+        """(n, L): log p(x_t | x_<t) under the mixture at every counted token, 0 elsewhere.
+
+        The mixture is not Markov: each conditional weighs the dialects by their posterior
+        given the prefix, log p(x_<=t) - log p(x_<t). Rows sum to ``log_prob``.
+        """
+        x = self._check(x)
+        prev = np.concatenate([np.full((len(x), 1), self.vocab_size), x[:, :-1]], axis=1)
+        mask = counted_mask(x)
+        steps = self.log_probs[:, prev, x] * mask  # (2, n, L)
+        prefix = np.cumsum(steps, axis=-1) + self.log_weights[:, None, None]
+        joint = np.logaddexp(prefix[0], prefix[1])  # log p(x_<=t), (n, L)
+        before = np.concatenate([np.zeros((len(x), 1)), joint[:, :-1]], axis=1)
+        return (joint - before) * mask
 
     def log_prob(self, x: np.ndarray) -> np.ndarray:
         """Exact log-likelihood per row (nats) under the two-dialect mixture."""
