@@ -239,12 +239,9 @@ class Chain:
 
     def _evaluate(self, row: dict[str, Any]) -> dict[str, Any]:
         pb = self.problem
-        token_lp = None
-        if pb.tail_mask.ndim == 2:  # a per-token tail (truth-lm): one pass gives both
-            token_lp = self.model.token_log_prob(pb.test)
-            lp = token_lp.sum(axis=1)
-        else:
-            lp = self.model.log_prob(pb.test)
+        lp = self.model.log_prob(pb.test)
+        # A per-token tail (truth-lm) needs the per-token log-probabilities too.
+        token_lp = self.model.token_log_prob(pb.test) if pb.tail_mask.ndim == 2 else None
         row.update(nll_metrics(lp, self._test_sizes, pb.tail_mask,
                                pb.truth_test_log_prob if self.source.kl else None,
                                token_log_prob=token_lp))
