@@ -219,6 +219,10 @@ class CollapseConfig(_Strict):
     at: Literal["last", "any"] = Field(
         "last", description="Judge the gap at the last generation, or at any generation."
     )
+    confidence: float = Field(
+        0.9, gt=0.5, lt=1, description="Sweeps: a config does not collapse when the one-sided "
+        "upper confidence bound (this level) of its mean gap over search.seeds chains is within "
+        "the tolerance.")
     stop_early: bool = Field(
         False,
         description="In sweeps: stop a chain once its gap exceeds stop_factor x tolerance.",

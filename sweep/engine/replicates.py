@@ -19,14 +19,21 @@ numbers); confirmation seeds come from a disjoint range the search never uses.
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import math
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+if TYPE_CHECKING:
+    from sweep.config import ChainConfig
+
 #: Confirmation seeds start this far above the trial's seed; the search uses seed .. seed+k-1.
 CONFIRM_SEED_OFFSET = 1_000_000
+#: ``search.seeds`` when a sweep config does not say (chains per trial).
+DEFAULT_SEEDS = 5
 #: Per-chain statuses whose values are results (the others failed or diverged).
 OK_STATUSES = ("finished", "stopped_collapsed")
 
@@ -36,6 +43,19 @@ def search_seeds(seed: int, k: int) -> list[int]:
     if not 1 <= k < CONFIRM_SEED_OFFSET:
         raise ValueError(f"seeds: {k} (allowed: 1 .. {CONFIRM_SEED_OFFSET - 1})")
     return [seed + i for i in range(k)]
+
+
+def sweep_seeds(search: dict[str, Any] | None) -> int:
+    """``search.seeds`` of a sweep config's raw ``search`` section (its default if absent)."""
+    return int((search or {}).get("seeds", DEFAULT_SEEDS))
+
+
+def trial_key(config: ChainConfig, seeds: list[int]) -> str:
+    """Ledger key of a trial: its config and its chains' seeds (one seed: the config's hash)."""
+    if seeds == [config.seed]:
+        return config.fingerprint()
+    blob = json.dumps({"config": config.fingerprint(), "seeds": seeds}).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
 
 
 def confirmation_seeds(seed: int, k: int) -> list[int]:

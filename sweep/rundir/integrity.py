@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from sweep.config import ChainConfig, ConfigError, load_config, trial_config
+from sweep.engine.replicates import search_seeds, sweep_seeds, trial_key
 from sweep.files.checkpoint import CHECKPOINT_FILE
 from sweep.rundir.ledger import LEDGER_FILE, Ledger
 
@@ -132,23 +133,27 @@ def recover_starts(run_dir: Path, config: ChainConfig) -> int:
     known_numbers = {int(r.get("number", -1)) for r in records
                      if r.get("event") in ("start", "reuse", "done")}
     unclaimed: dict[str, list] = {}
+    k = sweep_seeds(config.search)
     for t in study_trials(run_dir, config.name):
         if t.number in known_numbers or not t.params:
             continue
         try:
-            key = trial_config(config, dict(t.params)).fingerprint()
+            cfg = trial_config(config, dict(t.params))
         except ConfigError:
             continue
+        key = trial_key(cfg, search_seeds(cfg.seed, k))
         unclaimed.setdefault(key, []).append(t)
     written = 0
     for tdir in sorted(p for p in (Path(run_dir) / "trials").glob("*") if p.is_dir()):
-        if tdir.name in known_dirs or not (tdir / "ckpt" / CHECKPOINT_FILE).is_file():
+        ckpt = tdir / "ckpt"
+        if tdir.name in known_dirs or not ((ckpt / CHECKPOINT_FILE).is_file()
+                                           or any(ckpt.glob(f"seed_*/{CHECKPOINT_FILE}"))):
             continue  # recorded, or never ran a chain here (a reused trial's copy)
         try:
             trial_cfg = load_config(tdir / "config.yaml")
         except ConfigError:
             continue
-        key = trial_cfg.fingerprint()
+        key = trial_key(trial_cfg, search_seeds(trial_cfg.seed, k))
         if unclaimed.get(key):
             t = unclaimed[key].pop(0)
             ledger.append("start", key=key, trial_id=tdir.name, number=t.number,

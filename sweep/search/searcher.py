@@ -4,7 +4,8 @@
 and tells the study ``RUN_DIR/optuna.db`` (study name = run name) and adds what plain
 ``OptunaSearch`` lacks:
 
-- the feasibility constraint ``quality_gap - tolerance <= 0`` on every finished trial, in
+- the feasibility constraint ``quality_gap_ucb - tolerance <= 0`` (the upper confidence
+  bound of the trial's mean gap over its seeds; objectives are means) on every finished trial, in
   the ``constraints`` system attribute (the list form Optuna's samplers write for
   ``constraints_func``: ``study.best_trials``, the samplers and optuna-dashboard read it);
 - the objectives' names (``study.set_metric_names``) and, per trial, user attributes that
@@ -31,6 +32,7 @@ from ray.tune.search.optuna import OptunaSearch
 from sweep.config import ChainConfig
 from sweep.files.atomic import write_text
 from sweep.rundir.integrity import FIRST_NUMBER_FILE
+from sweep.search.answer import tell
 from sweep.search.space import SearchSpec
 
 #: The constraint: ``quality_gap - tolerance`` (feasible when <= 0).
@@ -130,16 +132,11 @@ class ConstrainedOptunaSearch(OptunaSearch):
         ot_trial.set_user_attr("status", str(result.get("status") or "failed"))
         if "seed" in result:
             ot_trial.set_user_attr("seed", result["seed"])
-        if error or not result or result.get("failed") or not all(
-                _finite(result.get(m)) for m in self.metric):
-            self.study.tell(ot_trial, state=TrialState.FAIL)
-            self._completed_trials.add(trial_id)
-            return
-        if CONSTRAINTS_ATTR not in stored.system_attrs:  # set before a crash?
-            self.storage.set_trial_system_attr(
-                ot_trial._trial_id, CONSTRAINTS_ATTR,
-                [float(result["quality_gap"]) - self.tolerance])
-        super().on_trial_complete(trial_id, result, error)
+        # objectives = means over the seeds, constraint = upper bound of the gap - tolerance:
+        # the same code as the search benchmark (sweep.search.answer.tell)
+        tell(self.study, ot_trial, result, metrics=list(self.metric), tolerance=self.tolerance,
+             error=error)
+        self._completed_trials.add(trial_id)
 
     # ---------------------------------------------------------------- crash recovery
     def _adopt(self, trial_id: str, number: int) -> None:

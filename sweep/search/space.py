@@ -5,7 +5,8 @@ search:
   sampler: tpe              # tpe | nsga2 | gp | random | grid
   trials: 64                # Optuna trials (for grid: at most the grid size)
   concurrency: 8            # trials running at once
-  seeds: 1                  # one chain per trial; the seed is the config's `seed` (or a param)
+  seeds: 5                  # chains per trial (seeds seed .. seed+4): objectives are means
+  confirm: {top: 3, seeds: 10}   # re-run the cheapest feasible configs on unseen seeds
   space:                    # config path -> exactly one distribution
     recursion.regime: {choice: [replace, accumulate, accumulate-subsample]}
     recursion.real_fraction: {uniform: [0.0, 1.0]}            # {uniform: [lo, hi], step: 0.25}
@@ -28,6 +29,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from sweep.config import ChainConfig, ConfigError, format_validation_error, trial_config
+from sweep.engine.replicates import DEFAULT_SEEDS
 from sweep.rundir.results import DEFAULT_OBJECTIVES
 
 SAMPLERS = ("tpe", "nsga2", "gp", "random", "grid")
@@ -118,6 +120,18 @@ class ParamSpec(BaseModel):
         return od.FloatDistribution(*self.uniform, step=self.step)
 
 
+class ConfirmSpec(BaseModel):
+    """``search.confirm``: the winner's-curse check after the search."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    top: int = Field(3, ge=0, le=100, description="How many of the cheapest feasible configs "
+                     "to re-run (0: no confirmation; the answer is then the search's own).")
+    seeds: int = Field(10, ge=2, le=1000, description="Fresh seeds per re-run config, never used "
+                       "by the search; the answer is the cheapest whose upper bound on these "
+                       "seeds is within the tolerance.")
+
+
 class SearchSpec(BaseModel):
     """The validated ``search:`` section."""
 
@@ -131,7 +145,14 @@ class SearchSpec(BaseModel):
         "(needs a finite space).")
     trials: int = Field(16, ge=1, description="Number of Optuna trials (grid: capped at its size).")
     concurrency: int = Field(2, ge=1, description="Trials running at once.")
-    seeds: int = Field(1, ge=1, le=1, description="Chains per trial (1; search `seed` for more).")
+    seeds: int = Field(
+        DEFAULT_SEEDS, ge=1, le=1000, description="Chains per trial (replicates, seeds seed .. seed+k-1, the "
+        "same for every trial so generation 0 is shared): Optuna gets the mean of each objective; "
+        "a trial is feasible when the one-sided collapse.confidence upper bound of its mean gap "
+        "is within the tolerance (Student t; with 1 seed the bound is the single gap).")
+    confirm: ConfirmSpec = Field(
+        default_factory=lambda: ConfirmSpec(),
+        description="After the search, re-run the cheapest feasible configs on fresh seeds.")
     space: dict[str, ParamSpec] = Field(description="Config path -> distribution.")
     objectives: dict[str, Literal["min", "max"]] = Field(
         default_factory=lambda: dict(DEFAULT_OBJECTIVES),
@@ -211,7 +232,9 @@ def _search_error(exc: ValidationError) -> str:
         text = str((err.get("ctx") or {}).get("error", err["msg"]))
         return f"search.{loc}: {text}" if loc else f"search.{text}"
     if err["type"] == "extra_forbidden":
-        allowed = list(SearchSpec.model_fields) if len(err["loc"]) == 1 else [*KINDS, "step", "log"]
+        allowed = (list(SearchSpec.model_fields) if len(err["loc"]) == 1
+                   else list(ConfirmSpec.model_fields) if err["loc"][0] == "confirm"
+                   else [*KINDS, "step", "log"])
         return f"search.{loc}: unknown field (allowed: {', '.join(allowed)})"
     return f"search.{format_validation_error(exc)}"
 

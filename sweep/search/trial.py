@@ -1,14 +1,20 @@
-"""One sweep trial without Ray: build the chain, share generation 0, step, record, resume.
+"""One sweep trial without Ray: k replicate chains, shared generation 0, step, record, resume.
 
 ``sweep.search.driver`` wraps :func:`run_trial` in a Tune function trainable and passes its
 own ``report`` callable; everything else (files, ledger, cache, checkpoints) lives here so
 that it can be read and tested without a Ray cluster. A trial reads as its steps:
 
-    look up the ledger (done already? another trial owns this chain?)
-    open the chain (resume its checkpoint, or start it with a shared generation 0)
-    drive the chain (sweep.engine.chain.drive): after each generation save the checkpoint,
-        report (throttled); the chain's own error is a failed trial
-    finish: the ``done`` record, durable in the ledger before Tune hears of it
+    look up the ledger (done already? another trial owns these chains?)
+    open the chains, one per seed (resume its checkpoint, or start it with a shared gen. 0)
+    until done: step one generation of every chain (in lockstep, threads within the trial's
+        CPU share), save their checkpoints, report (throttled)
+    finish: the ``done`` record (means, standard errors, the confidence bound of the gap:
+        ``sweep.engine.replicates.aggregate``), durable in the ledger before Tune hears of it
+
+A search trial runs ``search.seeds`` chains on ``search_seeds(seed, k)``; a confirmation run
+(``stage="confirm"``) runs ``search.confirm.seeds`` chains on seeds the search never uses, in
+``RUN_DIR/confirm/<id>``. With one seed the files are those of a single chain (``ckpt/``,
+``tb/``); with more, each seed has ``ckpt/seed_<s>`` and ``tb/seed_<s>``.
 """
 
 from __future__ import annotations
@@ -21,20 +27,31 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from sweep.config import ChainConfig, dump_config, load_config, trial_config
-from sweep.engine.chain import OK_STATUSES, Chain, drive
+from sweep.engine.chain import OK_STATUSES, Chain
+from sweep.engine.replicates import (  # noqa: F401 - trial_key re-exported for the driver
+    aggregate,
+    confirmation_seeds,
+    search_seeds,
+    trial_key,
+)
 from sweep.files.atomic import write_parquet, write_text
 from sweep.files.checkpoint import CorruptCheckpoint, load_checkpoint, save_checkpoint
 from sweep.rundir.ledger import Ledger
-from sweep.rundir.results import DEFAULT_OBJECTIVES
 from sweep.search.devices import Placement, assigned_gpu_ids, gpu_share, place_trial
+from sweep.search.space import SearchSpec
 
 #: report(metrics, checkpoint_dir_or_None) -> None (tune.report in a sweep).
 Report = Callable[[dict[str, Any], Path | None], None]
 
+#: Where a trial's files live: search trials (one Optuna trial each) and confirmation runs.
+STAGE_DIRS = {"search": "trials", "confirm": "confirm"}
 #: Intermediate results go to Tune at most this often (the final one always): every report is
 #: a round trip through the driver, which shares the CPUs with the trials on a small machine.
 REPORT_EVERY_S = 2.0
@@ -62,16 +79,30 @@ def model0_key(config: ChainConfig) -> str:
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def search_spec(base: ChainConfig) -> SearchSpec:
+    """The sweep's search settings (validated when the sweep started)."""
+    return SearchSpec.model_validate(base.search or {"space": {"seed": {"choice": [base.seed]}}})
+
+
+def trial_seeds(base: ChainConfig, config: ChainConfig, *, stage: str) -> list[int]:
+    """The chain seeds of a search trial or of a confirmation run of ``config``."""
+    spec = search_spec(base)
+    if stage == "confirm":
+        return confirmation_seeds(config.seed, spec.confirm.seeds)
+    return search_seeds(config.seed, spec.seeds)
+
+
 def run_trial(run_dir: Path, params: dict[str, Any], *, trial_id: str, number: int,
               node: str, report: Report, restored: Path | None = None,
-              cpus: float = 1.0) -> dict[str, Any]:
-    """Run (or finish, or look up) the chain of one trial; returns its ledger record."""
+              cpus: float = 1.0, stage: str = "search") -> dict[str, Any]:
+    """Run (or finish, or look up) the chains of one trial; returns its ledger record."""
     trial = TrialRun(Path(run_dir), params, trial_id=trial_id, number=number, node=node,
-                     report=report)
+                     report=report, stage=stage)
     if (record := trial.recorded_result()) is not None:
         return record
     trial.place()
-    _set_threads(cpus)
+    trial.workers = max(1, min(len(trial.seeds), int(cpus)))
+    _set_threads(max(1, int(cpus) // trial.workers))
     trial.open_chain(restored)
     return trial.run()
 
@@ -95,7 +126,7 @@ class TrialRun:
     """The state of one trial while it runs; each method is one step of :func:`run_trial`."""
 
     def __init__(self, run_dir: Path, params: dict[str, Any], *, trial_id: str, number: int,
-                 node: str, report: Report) -> None:
+                 node: str, report: Report, stage: str = "search") -> None:
         self.run_dir = run_dir
         self.params = params
         self.trial_id = trial_id
@@ -103,22 +134,41 @@ class TrialRun:
         self.node = node
         self.report = report
         base = sweep_config(run_dir)
-        self.objectives = list((base.search or {}).get("objectives") or DEFAULT_OBJECTIVES)
+        self.objectives = list(search_spec(base).objectives)
         self.config = trial_config(base, params)
-        self.key = self.config.fingerprint()
-        self.placed = self.config  # model.device resolved by place(); builds the chain
+        self.stage = stage
+        self.seeds = trial_seeds(base, self.config, stage=stage)
+        self.key = trial_key(self.config, self.seeds)
+        self.placed = self.config  # model.device resolved by place(); builds the chains
         self.placement: Placement | None = None
         self.ledger = Ledger(run_dir)
-        self.owner: dict[str, Any] | None = None  # the ledger's start record of this chain
-        self.chain: Chain | None = None
-        self.tdir = run_dir / "trials" / trial_id
-        self.seconds_before = 0.0  # run time of earlier attempts (from the checkpoint)
-        self.shared_model0 = False
+        self.owner: dict[str, Any] | None = None  # the ledger's start record of this trial
+        self.chains: list[Chain] = []  # one per seed, in the order of self.seeds
+        self.stage_dir = run_dir / STAGE_DIRS[stage]
+        self.tdir = self.stage_dir / trial_id
+        self.seconds_before = 0.0  # run time of earlier attempts (from the checkpoints)
+        self.shared_model0 = [False] * len(self.seeds)
+        self.workers = 1  # chains stepped at once (threads); run_trial sets the CPU share
         self.record: dict[str, Any] = {}
-        # Set by run(): the TensorBoard logger (in the final trial directory) and throttles.
-        self.logger: _ChainLogger
-        self._reports = self._tune_ckpts = self._frames = Throttle(0.0)
         self._started = time.perf_counter()
+
+    @property
+    def chain(self) -> Chain | None:
+        """The first seed's chain (all chains are at the same generation: lockstep)."""
+        return self.chains[0] if self.chains else None
+
+    def seed_config(self, seed: int) -> ChainConfig:
+        return self.config.model_copy(update={"seed": seed})
+
+    def place(self) -> Placement:
+        """Before torch touches CUDA: the GPU Ray assigned this trial (none: all hidden),
+        and the model's device resolved from it. Keys and files keep the config as sampled."""
+        self.placed, self.placement = place_trial(self.config, gpus=gpu_share(self.config),
+                                                  assigned=assigned_gpu_ids())
+        return self.placement
+
+    def _sub(self, seed: int) -> str:
+        return "" if len(self.seeds) == 1 else f"seed_{seed}"
 
     # ---------------------------------------------------------------- 1. the ledger
     def recorded_result(self) -> dict[str, Any] | None:
@@ -133,139 +183,199 @@ class TrialRun:
         self.owner = self.ledger.started(self.key)
         if record is None and self.owner is not None and self.owner.get("number") != self.number:
             record = _wait_for_owner(self.ledger, self.key,
-                                     self.run_dir / "trials" / self.owner["trial_id"] / "ckpt")
+                                     self.stage_dir / self.owner["trial_id"] / "ckpt")
         if record is None:
             return None
-        _record_reuse(self.run_dir, self.ledger, record, trial_id=self.trial_id,
+        _record_reuse(self.stage_dir, self.ledger, record, trial_id=self.trial_id,
                       number=self.number)
         self.report(_metrics(record, done=True, generation=record.get("generations_run", 0)), None)
         return record
 
-    def place(self) -> Placement:
-        """Before torch touches CUDA: the GPU Ray assigned this trial (none: all hidden),
-        and the model's device resolved from it. Keys and files keep the config as sampled."""
-        self.placed, self.placement = place_trial(self.config, gpus=gpu_share(self.config),
-                                                  assigned=assigned_gpu_ids())
-        return self.placement
-
     # ---------------------------------------------------------------- 2. the chain
-    def open_chain(self, restored: Path | None) -> Chain:
-        """Resume the newest checkpoint (Tune's or the trial's own), else start the chain
-        with generation 0 from the cache when another trial has fit it already."""
-        if self.owner is not None:  # a restarted (or taken-over) chain keeps its directory
-            self.tdir = self.run_dir / "trials" / self.owner["trial_id"]
-        state = _newest_state([restored, self.ckpt_dir])
-        shared = _load_cache(self.cache_dir) if state is None else None
-        self.chain = Chain(self.placed, model0_state=(shared or {}).get("model0"))
-        self.shared_model0 = shared is not None
-        if state is not None:
-            self.chain.load_state_dict(state)
-            self.seconds_before = float(state.get("sweep_seconds", 0.0))
-            self.shared_model0 = bool(state.get("shared_model0", False))
-            self.ledger.append("resume", key=self.key, trial_id=self.tdir.name,
-                               generation=self.chain.generation)
-        elif self.owner is not None:  # its checkpoints were lost or damaged: it starts over
+    def open_chain(self, restored: Path | None) -> list[Chain]:
+        """Per seed: resume the newest checkpoint (Tune's or the trial's own), else start the
+        chain with generation 0 from the cache when another trial has fit it already."""
+        if self.owner is not None:  # a restarted (or taken-over) trial keeps its directory
+            self.tdir = self.stage_dir / self.owner["trial_id"]
+        resumed: dict[int, int] = {}
+        for i, seed in enumerate(self.seeds):
+            sub = self._sub(seed)
+            state = _newest_state([None if restored is None else restored / sub,
+                                   self.ckpt_dir(seed)])
+            shared = _load_cache(self.cache_dir(seed)) if state is None else None
+            chain = Chain(self.placed.model_copy(update={"seed": seed}),
+                          model0_state=(shared or {}).get("model0"))
+            self.shared_model0[i] = shared is not None
+            if state is not None:
+                chain.load_state_dict(state)
+                self.seconds_before = max(self.seconds_before, float(state.get("sweep_seconds", 0.0)))
+                self.shared_model0[i] = bool(state.get("shared_model0", False))
+                resumed[seed] = chain.generation
+            self.chains.append(chain)
+        for seed, generation in resumed.items():
+            self.ledger.append("resume", key=self.key, trial_id=self.tdir.name, seed=seed,
+                               generation=generation)
+        if not resumed and self.owner is not None:  # checkpoints lost or damaged: start over
             self.ledger.append("resume", key=self.key, trial_id=self.tdir.name, generation=0)
-        else:
+        elif not resumed:
             write_text(self.tdir / "config.yaml", dump_config(self.config))
             self.ledger.append("start", key=self.key, trial_id=self.tdir.name, number=self.number,
-                               params=self.params, seed=self.config.seed, node=self.node,
+                               params=self.params, seed=self.config.seed, seeds=self.seeds,
+                               node=self.node, stage=self.stage,
                                device=self.placement.describe() if self.placement else None)
-        return self.chain
+        return self.chains
 
-    @property
-    def ckpt_dir(self) -> Path:
-        return self.tdir / "ckpt"
+    def ckpt_dir(self, seed: int) -> Path:
+        return self.tdir / "ckpt" / self._sub(seed)
 
-    @property
-    def cache_dir(self) -> Path:
-        return self.run_dir / "cache" / model0_key(self.config)
+    def cache_dir(self, seed: int) -> Path:
+        return self.run_dir / "cache" / model0_key(self.seed_config(seed))
 
     # ---------------------------------------------------------------- 3. the generations
+    @property
+    def done(self) -> bool:
+        return all(c.done for c in self._chains())
+
     def run(self) -> dict[str, Any]:
-        """Drive the chain to its end (or its first error); returns the done record."""
-        chain = self._chain()
-        self.logger = _ChainLogger(self.tdir / "tb", config=self.config, params=self.params,
-                                   enabled="tensorboard" in self.config.loggers)
+        """Step the chains to their end (or the first error); returns the done record."""
+        loggers = [_ChainLogger(self.tdir / "tb" / self._sub(s), config=self.seed_config(s),
+                                params=self.params,
+                                enabled="tensorboard" in self.config.loggers)
+                   for s in self.seeds]
         self._started = time.perf_counter()
-        self._reports, self._tune_ckpts, self._frames = (
-            Throttle(REPORT_EVERY_S), Throttle(TUNE_CHECKPOINT_EVERY_S), Throttle(PARQUET_EVERY_S))
-        drive(chain, on_generation=self.logger.log_generation, after_step=self.after_generation,
-              on_error=self.fail)
-        if "key" not in self.record:  # restored a finished chain whose end was not recorded yet
-            self.finish(_final_record(chain, objectives=self.objectives))
-            self.logger.close(self.record)
-            self.report(_metrics(self.record, done=True, generation=chain.generation - 1), None)
+        reports, tune_ckpts, frames = (Throttle(REPORT_EVERY_S), Throttle(TUNE_CHECKPOINT_EVERY_S),
+                                       Throttle(PARQUET_EVERY_S))
+        pool = ThreadPoolExecutor(self.workers) if self.workers > 1 else None
+        try:
+            while not self.done:
+                try:
+                    self.step((loggers, pool))
+                except Exception as exc:  # noqa: BLE001 - a chain's own error: a failed trial
+                    self.finish(self.aggregate(error=exc))
+                    self._close(loggers)
+                    self.report(_metrics(self.record, done=True,
+                                         generation=self.chain.generation), None)
+                    break
+                payloads = self.save()
+                self.record = self.aggregate()
+                if self.done:
+                    self.finish(self.record)
+                    # TensorBoard gets the final metrics and the session end before Tune
+                    # hears the last report: that report may end the trial's process.
+                    self._close(loggers)
+                elif frames.due():
+                    self.write_frame()
+                if self.done or reports.due():
+                    self.report_progress(payloads,
+                                         with_checkpoint=not self.done and tune_ckpts.due())
+        finally:
+            if pool is not None:
+                pool.shutdown()
+        if "key" not in self.record:  # restored finished chains whose end was not recorded yet
+            self.finish(self.aggregate())
+            self._close(loggers)
+            self.report(_metrics(self.record, done=True, generation=self.chain.generation - 1),
+                        None)
+        self._close(loggers)
         return self.record
 
-    def after_generation(self, chain: Chain, row: dict[str, Any]) -> None:
-        """Share generation 0, checkpoint, and (throttled) write the frame and report."""
-        if (chain.generation == 1 and not self.shared_model0
-                and _load_cache(self.cache_dir, warn=False) is None):
-            save_checkpoint(self.cache_dir, {"model0": chain.model0_state})
-        payload = self.save()
-        self.record = _final_record(chain, objectives=self.objectives)
-        if chain.done:
-            self.finish(self.record)
-            # TensorBoard gets the final metrics and the session end before Tune hears
-            # the last report: that report may end the trial's process.
-            self.logger.close(self.record)
-        elif self._frames.due():
-            self.write_frame()
-        if chain.done or self._reports.due():
-            self.report_progress(payload, with_checkpoint=not chain.done and self._tune_ckpts.due())
+    def _close(self, loggers: list[_ChainLogger]) -> None:
+        """Each chain's final metrics to its TensorBoard run (closing twice is a no-op)."""
+        for chain, logger in zip(self._chains(), loggers, strict=True):
+            logger.close(chain_record(chain, objectives=self.objectives))
 
-    def fail(self, chain: Chain, exc: Exception) -> None:
-        """The chain's own error: a failed trial, recorded and reported (Optuna: FAIL)."""
-        self.finish(_failed_record(exc, chain))
-        self.logger.close(self.record)
-        self.report(_metrics(self.record, done=True, generation=chain.generation), None)
+    def step(self, logger: Any) -> None:
+        """One generation of every unfinished chain (``logger``: the per-seed loggers and the
+        thread pool, or None); generation 0 goes to the cache for the trials that share it."""
+        loggers, pool = logger if isinstance(logger, tuple) else ([None] * len(self.seeds), None)
 
-    def save(self) -> dict[str, Any]:
-        """The trial's own checkpoint, every generation: a killed trial loses at most one."""
-        payload = {**self._chain().state_dict(), "shared_model0": self.shared_model0,
-                   "sweep_seconds": self.elapsed()}
-        save_checkpoint(self.ckpt_dir, payload)
-        return payload
+        def one(i: int) -> None:
+            chain = self.chains[i]
+            chain.step(on_generation=None if loggers[i] is None else loggers[i].log_generation)
+            cache = self.cache_dir(self.seeds[i])
+            if (chain.generation == 1 and not self.shared_model0[i]
+                    and _load_cache(cache, warn=False) is None):
+                save_checkpoint(cache, {"model0": chain.model0_state})
 
-    def report_progress(self, payload: dict[str, Any], *, with_checkpoint: bool) -> None:
-        chain = self._chain()
-        metrics = _metrics(self.record, done=chain.done, generation=chain.generation - 1)
+        active = [i for i, c in enumerate(self._chains()) if not c.done]
+        if pool is None:
+            for i in active:
+                one(i)
+        else:
+            list(pool.map(one, active))  # re-raises the first chain error here
+
+    def save(self) -> dict[int, dict[str, Any]]:
+        """Each chain's own checkpoint, every generation: a killed trial loses at most one."""
+        payloads = {}
+        for i, (seed, chain) in enumerate(zip(self.seeds, self._chains(), strict=True)):
+            payloads[seed] = {**chain.state_dict(), "shared_model0": self.shared_model0[i],
+                              "sweep_seconds": self.elapsed()}
+            save_checkpoint(self.ckpt_dir(seed), payloads[seed])
+        return payloads
+
+    def report_progress(self, payloads: dict[int, dict[str, Any]], *, with_checkpoint: bool) -> None:
+        metrics = _metrics(self.record, done=self.done, generation=self.chain.generation - 1)
         if not with_checkpoint:
             self.report(metrics, None)
             return
         with tempfile.TemporaryDirectory() as tmp:
-            save_checkpoint(tmp, payload)
+            for seed, payload in payloads.items():
+                save_checkpoint(Path(tmp) / self._sub(seed), payload)
             self.report(metrics, Path(tmp))
 
+    def frame(self) -> pd.DataFrame | None:
+        """Every chain's rows, one per generation and seed (column ``seed``)."""
+        frames = []
+        for seed, chain in zip(self.seeds, self._chains(), strict=True):
+            if chain.rows:
+                frame = chain.frame()
+                frame.insert(0, "seed", seed)
+                frames.append(frame)
+        return pd.concat(frames, ignore_index=True) if frames else None
+
     def write_frame(self) -> None:
-        frame = self._chain().frame()
-        frame.insert(0, "seed", self.config.seed)
-        write_parquet(frame, self.tdir / "generations.parquet")
+        frame = self.frame()
+        if frame is not None:
+            write_parquet(frame, self.tdir / "generations.parquet")
+
+    def aggregate(self, error: Exception | None = None) -> dict[str, Any]:
+        """The trial's record from its chains' (means, standard errors, the gap's bound)."""
+        per_seed = []
+        for i, (seed, chain) in enumerate(zip(self.seeds, self._chains(), strict=True)):
+            rec = (_failed_record(error, chain) if error is not None and not chain.done
+                   else chain_record(chain, objectives=self.objectives))
+            per_seed.append({**rec, "seed": seed, "shared_model0": self.shared_model0[i]})
+        col = self.config.collapse
+        return aggregate(per_seed, objectives=self.objectives, tolerance=col.tolerance,
+                         confidence=col.confidence)
 
     # ---------------------------------------------------------------- 4. the record
     def finish(self, record: dict[str, Any]) -> dict[str, Any]:
         """Complete the record, write the frame, and append ``done`` to the ledger."""
         record.update(key=self.key, trial_id=self.tdir.name, number=self.number,
                       params=self.params, seed=self.config.seed, node=self.node,
-                      seconds=self.elapsed(), shared_model0=self.shared_model0,
-                      model0_key=model0_key(self.config))
-        if self._chain().rows:
-            self.write_frame()
+                      stage=self.stage, seconds=self.elapsed(),
+                      shared_model0=all(self.shared_model0),
+                      model0_key=model0_key(self.seed_config(self.seeds[0])),
+                      model0_keys=[model0_key(self.seed_config(s)) for s in self.seeds])
+        frame = self.frame()
+        if frame is not None:
+            write_parquet(frame, self.tdir / "generations.parquet")
         self.ledger.append("done", **record)  # durable before Tune (and Optuna) hear of it
         self.record = record
+        _log_trial_summary(self.tdir / "tb", record, frame, metric=self.config.collapse.metric)
         return record
 
     def elapsed(self) -> float:
         return self.seconds_before + time.perf_counter() - self._started
 
-    def _chain(self) -> Chain:
-        if self.chain is None:
+    def _chains(self) -> list[Chain]:
+        if not self.chains:
             raise RuntimeError("TrialRun: open_chain() first")
-        return self.chain
+        return self.chains
 
 
-def _final_record(chain: Chain, *, objectives: list[str]) -> dict[str, Any]:
+def chain_record(chain: Chain, *, objectives: list[str]) -> dict[str, Any]:
     s = chain.summary()
     status = s["status"]
     values = [s.get(k, math.nan) for k in objectives]
@@ -328,11 +438,10 @@ class _ChainLogger:
 
 def _wait_for_owner(ledger: Ledger, key: str, ckpt_dir: Path, *,
                     stall_s: float = OWNER_STALL_S) -> dict[str, Any] | None:
-    """The owner's done record, or None once its checkpoint has not moved for ``stall_s``."""
-    ckpt = ckpt_dir / "chain.pt"
+    """The owner's done record, or None once its checkpoints have not moved for ``stall_s``."""
     last = time.time()
     while (record := ledger.done(key)) is None:
-        if ckpt.is_file():
+        for ckpt in ckpt_dir.rglob("chain.pt"):
             last = max(last, ckpt.stat().st_mtime)
         if time.time() - last > stall_s:
             return None
@@ -347,11 +456,22 @@ def _failed_record(exc: Exception, chain: Chain) -> dict[str, Any]:
             "model0_flops": 0.0}
 
 
-def _record_reuse(run_dir: Path, ledger: Ledger, record: dict[str, Any], *, trial_id: str,
+def _log_trial_summary(log_dir: Path, record: dict[str, Any], frame: pd.DataFrame | None, *,
+                       metric: str) -> None:
+    """The trial's intervals in TensorBoard; a logging failure never stops a trial."""
+    try:
+        from sweep.observe.intervals import log_trial_summary
+
+        log_trial_summary(log_dir, record, frame, metric=metric)
+    except Exception as exc:  # noqa: BLE001
+        _ChainLogger._warn(exc)
+
+
+def _record_reuse(stage_dir: Path, ledger: Ledger, record: dict[str, Any], *, trial_id: str,
                   number: int) -> None:
     if record["trial_id"] == trial_id or number == record.get("number"):
         return  # the same trial, restarted after a crash
-    src, dst = run_dir / "trials" / record["trial_id"], run_dir / "trials" / trial_id
+    src, dst = stage_dir / record["trial_id"], stage_dir / trial_id
     for name in ("config.yaml", "generations.parquet"):  # so trials/<id>/ is complete
         if (src / name).is_file() and not (dst / name).exists():
             dst.mkdir(parents=True, exist_ok=True)
