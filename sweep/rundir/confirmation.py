@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -42,13 +43,14 @@ def candidate_params(row: pd.Series) -> dict[str, Any]:
 
 def confirmation_frame(run_dir: str | Path) -> pd.DataFrame:
     """One row per finished confirmation run (ledger events of stage ``confirm``)."""
-    rows = []
-    for r in Ledger(run_dir).records():
-        if r.get("event") != "done" or r.get("stage") != "confirm":
-            continue
-        rows.append(confirmation_row(r))
-    frame = pd.DataFrame(rows)
-    return frame.drop_duplicates("key") if len(frame) else frame
+    return confirmation_frame_from(
+        r for r in Ledger(run_dir).records() if r.get("event") == "done" and r.get("stage") == "confirm")
+
+
+def confirmation_frame_from(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
+    """Confirmation runs' records (as ``run_trial`` returns them) as rows, one per config."""
+    frame = pd.DataFrame([confirmation_row(r) for r in records])
+    return frame.drop_duplicates("key") if len(frame) and frame["key"].notna().all() else frame
 
 
 def confirmation_row(record: dict[str, Any]) -> dict[str, Any]:
