@@ -99,8 +99,13 @@ def test_best_per_regime_flags_regimes_without_a_feasible_trial():
 
 def test_description_reads_as_a_sentence():
     text = describe(trial_summary(table().iloc[1]), TOL)
-    assert text.startswith("regime=accumulate, real_fraction=0.1 does not collapse (gap 0.02 <= 0.10)")
+    assert text.startswith("regime=accumulate, real_fraction=0.1 does not collapse "
+                           "(gap 0.02 <= 0.10, 1 seed: no interval)")
     assert "at 1.0e2 FLOPs" in text
+    five = {**trial_summary(table().iloc[1]), "quality_gap_se": 0.005, "quality_gap_ucb": 0.031,
+            "n_seeds": 5, "total_flops_se": 3.0}
+    assert "(gap 0.0200 ± 0.0050, 90% bound 0.03 <= 0.10, 5 seeds) at 1.0e2 ± 3.0e0 FLOPs" in \
+        describe(five, TOL, 0.9)
     assert fmt_flops(4.1e8) == "4.1e8" and fmt_flops(1.23e-3) == "1.2e-3"
 
 

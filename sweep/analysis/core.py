@@ -19,7 +19,9 @@ from sweep.analysis.format import (  # noqa: F401 - re-exported
     describe,
     fmt_flops,
     fmt_gap,
+    fmt_interval,
     fmt_value,
+    interval_text,
     is_nan,
     short_names,
 )
@@ -35,6 +37,12 @@ from sweep.analysis.load import (  # noqa: F401 - re-exported: the analysis API 
 )
 from sweep.analysis.view import print_analysis
 from sweep.files.atomic import write_text
+from sweep.rundir.confirmation import (
+    confirmation_candidates,
+    confirmation_frame,
+    confirmed_answer,
+    matched_confirmations,
+)
 from sweep.rundir.results import cheapest_feasible, feasible_mask  # noqa: F401 - re-exported
 
 
@@ -91,9 +99,12 @@ def best_per_regime(df: pd.DataFrame, base_regime: str = "replace") -> dict[str,
 
 
 # --------------------------------------------------------------------------- summaries
+INTERVAL_KEYS = ("quality_gap_se", "quality_gap_ucb", "total_flops_se", "collapse_rate", "n_seeds")
+
+
 def trial_summary(row: pd.Series) -> dict[str, Any]:
     keys = ["trial_id", "number", "status", "quality_gap", "total_flops", "total_label_cost",
-            "collapsed"]
+            "collapsed", *INTERVAL_KEYS]
     out = {k: native(row[k]) for k in keys if k in row}
     out["params"] = {k[len("param."):]: native(v) for k, v in row.items()
                      if str(k).startswith("param.") and not is_nan(v)}
@@ -119,6 +130,8 @@ def summarize(sweep: Sweep) -> dict[str, Any]:
     importance, source = importances(sweep)
     best = cheapest_feasible(df)
     cheapest = trial_summary(best) if best is not None else None
+    confidence = float(sweep.config.collapse.confidence)
+    confirm = confirmation_summary(sweep)
     return {
         "run_dir": str(sweep.run_dir),
         "name": sweep.name,
@@ -127,12 +140,43 @@ def summarize(sweep: Sweep) -> dict[str, Any]:
         "objectives": sweep.objectives,
         "counts": counts(df),
         "cheapest_feasible": cheapest,
-        "cheapest_feasible_text": describe(cheapest, sweep.tolerance) if cheapest else None,
+        "confidence": confidence,
+        "cheapest_feasible_text": describe(cheapest, sweep.tolerance, confidence) if cheapest else None,
+        **confirm,
         "pareto_front": [trial_summary(r) for _, r in front.iterrows()],
         "best_per_regime": best_per_regime(df, sweep.config.recursion.regime),
         "importance": importance,
         "importance_source": source,
     }
+
+
+def confirmation_summary(sweep: Sweep) -> dict[str, Any]:
+    """The confirmation stage: each candidate's search and fresh-seed intervals, the answer.
+
+    ``answer`` is the cheapest candidate confirmed on unseen seeds (None when confirmation
+    is off, has not run yet, or confirmed none); ``answer_text`` says it in words.
+    """
+    spec = (sweep.config.search or {}).get("confirm") or {}
+    top = int(spec.get("top", 3)) if isinstance(spec, dict) else 3
+    candidates = confirmation_candidates(sweep.results, top) if "key" in sweep.results else \
+        sweep.results.iloc[:0]
+    runs = confirmation_frame(sweep.run_dir)
+    table = matched_confirmations(candidates, runs)
+    answer = confirmed_answer(candidates, runs)
+    text = None
+    if answer is not None:
+        c = answer["confirmation"]
+        names = short_names(list(answer["params"]))
+        params = ", ".join(f"{names[k]}={fmt_value(v)}" for k, v in answer["params"].items())
+        rate = c.get("collapse_rate")
+        n = int(c.get("n_seeds") or 0)
+        collapsed = "?" if rate is None or is_nan(rate) else f"{round(rate * n)}/{n}"
+        text = (f"{params or 'the base config'}: confirmed on {n} unseen seeds, "
+                f"{interval_text(c, sweep.tolerance, float(sweep.config.collapse.confidence))}, "
+                f"{collapsed} chains collapsed, "
+                f"{fmt_interval(c['total_flops'], c.get('total_flops_se'), fmt_flops)} FLOPs "
+                f"(search trial {answer['trial_id']})")
+    return {"confirm_top": top, "confirmation": table, "answer": answer, "answer_text": text}
 
 
 def _jsonable(o: Any) -> Any:

@@ -32,16 +32,29 @@ def fmt_gap(x: float | None) -> str:
     return f"{x:.2f}" if abs(x) >= 0.01 or x == 0 else f"{x:.2g}"
 
 
+def fmt_interval(mean: float | None, se: float | None, fmt=None) -> str:
+    """``mean ± SE`` (the mean alone when there is no standard error, e.g. one seed)."""
+    if se is None or not isinstance(se, (int, float)) or not math.isfinite(se):
+        return (fmt or fmt_gap)(mean)
+    if fmt is None:  # gaps: both to the second significant digit of the SE
+        if mean is None or not math.isfinite(mean):
+            return "n/a"
+        places = max(2, 1 - math.floor(math.log10(se))) if se > 0 else 2
+        return f"{mean:.{places}f} ± {se:.{places}f}"
+    return f"{fmt(mean)} ± {fmt(se)}"
+
+
 def fmt_value(v: Any) -> str:
     return f"{v:.3g}" if isinstance(v, float) else str(v)
 
 
-def describe(best: dict[str, Any], tolerance: float) -> str:
-    """In words: 'regime=accumulate, real_fraction=0.32 does not collapse (gap 0.03 <= 0.10) ...'."""
+def describe(best: dict[str, Any], tolerance: float, confidence: float | None = None) -> str:
+    """In words: 'regime=accumulate, real_fraction=0.32 does not collapse (gap 0.03 ± 0.01,
+    90% bound 0.05 <= 0.10, 5 seeds) at 1.2e9 FLOPs (trial ...)'."""
     names = short_names(list(best["params"]))
     params = ", ".join(f"{names[k]}={fmt_value(v)}" for k, v in best["params"].items())
-    return (f"{params or 'the base config'} does not collapse (gap {fmt_gap(best['quality_gap'])} "
-            f"<= {fmt_gap(tolerance)}) at {fmt_flops(best['total_flops'])} FLOPs "
+    return (f"{params or 'the base config'} does not collapse ({interval_text(best, tolerance, confidence)})"
+            f" at {fmt_interval(best['total_flops'], best.get('total_flops_se'), fmt_flops)} FLOPs "
             f"(trial {trial_label(best)})")
 
 
@@ -113,3 +126,13 @@ def _column_groups(table: Any, widths: list[int], width: int, key_columns: int) 
             part.add_row(*[col._cells[r] for col in cols])
         parts.append(part)
     return parts
+
+def interval_text(row: dict[str, Any], tolerance: float, confidence: float | None = None) -> str:
+    """'gap 0.03 ± 0.01, 90% bound 0.05 <= 0.10, 5 seeds' (one seed: 'gap 0.03 <= 0.10, 1 seed')."""
+    n = int(row.get("n_seeds") or 1)
+    gap = fmt_interval(row["quality_gap"], row.get("quality_gap_se"))
+    ucb = row.get("quality_gap_ucb")
+    if n > 1 and isinstance(ucb, (int, float)) and math.isfinite(ucb):
+        level = f"{confidence:.0%} " if confidence else ""
+        return f"gap {gap}, {level}bound {fmt_gap(ucb)} <= {fmt_gap(tolerance)}, {n} seeds"
+    return f"gap {gap} <= {fmt_gap(tolerance)}, 1 seed: no interval"

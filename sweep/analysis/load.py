@@ -180,6 +180,15 @@ def _normalised(df: pd.DataFrame, tolerance: float, objectives: dict[str, str]) 
     df["feasible"] = df["feasible"].astype("boolean").fillna(False).astype(bool)
     if "number" not in df:
         df["number"] = np.arange(len(df))
+    # Intervals (older run directories: one chain per trial, no interval).
+    for col in ("quality_gap_se", "total_flops_se", "collapse_rate"):
+        df[col] = pd.to_numeric(df[col], errors="coerce").astype(float) if col in df else np.nan
+    bound = pd.to_numeric(df["quality_gap_ucb"], errors="coerce") if "quality_gap_ucb" in df \
+        else pd.Series(np.nan, index=df.index)
+    df["quality_gap_ucb"] = bound.fillna(df["quality_gap"]).astype(float)
+    seeds = pd.to_numeric(df["n_seeds"], errors="coerce") if "n_seeds" in df \
+        else pd.Series(np.nan, index=df.index)
+    df["n_seeds"] = seeds.fillna(1).astype("int64")
     return df
 
 

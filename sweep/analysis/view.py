@@ -11,6 +11,7 @@ from rich.table import Table
 from sweep.analysis.format import (
     fmt_flops,
     fmt_gap,
+    fmt_interval,
     fmt_value,
     print_table,
     short_names,
@@ -41,12 +42,14 @@ def print_analysis(summary: dict[str, Any], *, console: Console | None = None) -
         params = sorted({p for t in front for p in t["params"]})
         names = short_names(params)
         labels = _has_label_cost(front)
-        table = Table(title="Feasible Pareto front: quality gap vs total compute")
-        for col in ["trial", "quality gap", "total FLOPs", *(["label cost"] if labels else []),
-                    *[names[p] for p in params]]:
+        level = f"{summary.get('confidence', 0.9):.0%}"
+        table = Table(title="Feasible Pareto front: quality gap (mean ± SE over seeds) vs total compute")
+        for col in ["trial", "quality gap", f"{level} bound", "collapsed", "total FLOPs",
+                    *(["label cost"] if labels else []), *[names[p] for p in params]]:
             table.add_column(col, justify="right")
         for t in front:
-            table.add_row(escape(trial_label(t)), fmt_gap(t["quality_gap"]), fmt_flops(t["total_flops"]),
+            table.add_row(escape(trial_label(t)), _gap(t), _bound(t), _rate(t),
+                          fmt_interval(t["total_flops"], t.get("total_flops_se"), fmt_flops),
                           *([fmt_value(t.get("total_label_cost"))] if labels else []),
                           *[escape(fmt_value(t["params"].get(p, ""))) for p in params])
         print_table(console, table)
@@ -62,7 +65,7 @@ def print_analysis(summary: dict[str, Any], *, console: Console | None = None) -
             table.add_column(col)
         for regime, t in regimes.items():
             table.add_row(escape(regime + ("" if t["feasible"] else " *")), escape(trial_label(t)),
-                          fmt_gap(t["quality_gap"]), fmt_flops(t["total_flops"]),
+                          _gap(t), fmt_interval(t["total_flops"], t.get("total_flops_se"), fmt_flops),
                           *([fmt_value(t.get("total_label_cost"))] if labels else []),
                           escape(_params_text(t["params"], skip=("recursion.regime",))))
         print_table(console, table)
@@ -77,9 +80,56 @@ def print_analysis(summary: dict[str, Any], *, console: Console | None = None) -
                 table.add_row(escape(name), f"{value:.2f}")
             print_table(console, table)
 
-    if summary["cheapest_feasible_text"]:
-        console.print(f"[bold green]cheapest non-collapsing configuration:[/bold green] "
+    _print_confirmation(summary, console)
+    if summary.get("answer_text"):
+        console.print(f"[bold green]cheapest non-collapsing configuration (confirmed):[/bold green] "
+                      f"{escape(summary['answer_text'])}")
+    elif summary["cheapest_feasible_text"]:
+        why = ("confirmation is off (search.confirm.top: 0)" if not summary.get("confirm_top")
+               else "not confirmed on unseen seeds" if summary.get("confirmation")
+               and all(c["confirmation"] for c in summary["confirmation"])
+               else "confirmation has not run yet")
+        console.print(f"[bold yellow]cheapest non-collapsing configuration ({why}):[/bold yellow] "
                       f"{escape(summary['cheapest_feasible_text'])}")
     else:
         console.print("[bold yellow]no configuration avoided collapse yet; best per regime above "
                       "lists the closest ones[/bold yellow]")
+
+
+def _gap(t: dict[str, Any]) -> str:
+    return fmt_interval(t["quality_gap"], t.get("quality_gap_se"))
+
+
+def _bound(t: dict[str, Any]) -> str:
+    if int(t.get("n_seeds") or 1) < 2:
+        return "- (1 seed)"
+    return fmt_gap(t.get("quality_gap_ucb"))
+
+
+def _rate(t: dict[str, Any]) -> str:
+    rate, n = t.get("collapse_rate"), int(t.get("n_seeds") or 1)
+    if not isinstance(rate, (int, float)) or rate != rate:
+        return "?"
+    return f"{round(rate * n)}/{n}"
+
+
+def _print_confirmation(summary: dict[str, Any], console: Console) -> None:
+    rows = summary.get("confirmation") or []
+    if not rows:
+        return
+    level = f"{summary.get('confidence', 0.9):.0%}"
+    table = Table(title=f"Confirmation: the cheapest feasible configs re-run on unseen seeds "
+                        f"(confirmed = {level} bound <= {fmt_gap(summary['tolerance'])})")
+    for col in ("trial", "params", "search gap", "fresh-seed gap", f"{level} bound", "collapsed",
+                "total FLOPs", "confirmed"):
+        table.add_column(col)
+    for row in rows:
+        c, s = row["confirmation"], row["search"]
+        params = escape(_params_text(row["params"]))
+        if c is None:
+            table.add_row(escape(str(row["trial_id"])), params, _gap(s), "not run yet", "", "", "", "")
+            continue
+        table.add_row(escape(str(row["trial_id"])), params, _gap(s), _gap(c), _bound(c), _rate(c),
+                      fmt_interval(c["total_flops"], c.get("total_flops_se"), fmt_flops),
+                      "[green]yes[/green]" if c.get("confirmed") else "[red]no[/red]")
+    print_table(console, table)

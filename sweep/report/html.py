@@ -10,7 +10,14 @@ import html
 from pathlib import Path
 from typing import Any
 
-from sweep.analysis.format import fmt_flops, fmt_gap, fmt_value, short_names, trial_label
+from sweep.analysis.format import (
+    fmt_flops,
+    fmt_gap,
+    fmt_interval,
+    fmt_value,
+    short_names,
+    trial_label,
+)
 
 
 def _img(path: Path) -> str:
@@ -41,8 +48,31 @@ def _table(rows: list[dict[str, Any]]) -> str:
 
 def _trial_rows(trials: list[dict[str, Any]], **extra: Any) -> list[dict[str, Any]]:
     return [{**{k: t.get(v) for k, v in extra.items()}, "trial (Tune id #Optuna)": trial_label(t),
-             "quality gap": t["quality_gap"], "total FLOPs": t["total_flops"],
-             "params": t["params"]} for t in trials]
+             **_intervals(t), "params": t["params"]} for t in trials]
+
+
+def _intervals(t: dict[str, Any]) -> dict[str, Any]:
+    """Quality gap as mean ± SE, its upper bound, chains collapsed, cost as mean ± SE."""
+    n = int(t.get("n_seeds") or 1)
+    rate = t.get("collapse_rate")
+    return {"quality gap (mean ± SE)": fmt_interval(t["quality_gap"], t.get("quality_gap_se")),
+            "upper bound": fmt_gap(t.get("quality_gap_ucb")) if n > 1 else "- (1 seed)",
+            "chains collapsed": f"{round(rate * n)}/{n}" if isinstance(rate, (int, float)) else "",
+            "total FLOPs (mean ± SE)": fmt_interval(t["total_flops"], t.get("total_flops_se"),
+                                                    fmt_flops)}
+
+
+def _confirmation_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for row in rows:
+        c = row["confirmation"]
+        out.append({"trial": row["trial_id"], "params": row["params"],
+                    "search gap": fmt_interval(row["search"]["quality_gap"],
+                                               row["search"].get("quality_gap_se")),
+                    **({"status": "not run yet"} if c is None else {
+                        **{f"fresh seeds: {k}": v for k, v in _intervals(c).items()},
+                        "confirmed": "yes" if c.get("confirmed") else "no"})})
+    return out
 
 
 def _figure(title: str, caption: str, path: Path | None, note: str | None) -> str:
@@ -56,7 +86,14 @@ def render_html(name: str, summary: dict[str, Any],
                 config_text: str, versions: dict[str, str], generated: str) -> str:
     c = summary["counts"]
     tol = summary["tolerance"]
-    answer = summary["cheapest_feasible_text"] or "No configuration avoided collapse (yet)."
+    if summary.get("answer_text"):
+        answer = f"{summary['answer_text']}."
+    elif summary["cheapest_feasible_text"]:
+        answer = (f"{summary['cheapest_feasible_text']} — not confirmed on unseen seeds "
+                  "(confirmation off, not run yet, or no candidate held).")
+    else:
+        answer = "No configuration avoided collapse (yet)."
+    level = f"{summary.get('confidence', 0.9):.0%}"
     front = sorted(summary["pareto_front"], key=lambda t: t["total_flops"])
     regimes = [{"regime": k, "feasible": v["feasible"], **_trial_rows([v])[0]}
                for k, v in summary["best_per_regime"].items()]
@@ -77,6 +114,11 @@ border-left:4px solid #2ca02c}} pre{{background:#f6f6f6;padding:1em;overflow:aut
 &le; {tol:g}). Generated {html.escape(generated)}. Data: <a href="../results.csv">results.csv</a>,
 <a href="../generations.csv">generations.csv</a>.</p>
 <p class="answer"><b>Cheapest non-collapsing configuration:</b> {html.escape(answer)}</p>
+<p class=note>Each trial runs several chains (seeds); its quality gap and cost are means with
+standard errors, and it counts as not collapsing when the one-sided {level} upper confidence
+bound of its mean gap is within the tolerance. The answer is the cheapest configuration that
+stays within the tolerance when re-run on seeds the search never used.</p>
+<h2>Confirmation on unseen seeds</h2>{_table(_confirmation_rows(summary.get("confirmation") or []))}
 <h2>Feasible Pareto front (quality gap vs total FLOPs)</h2>{_table(_trial_rows(front))}
 <h2>Best per regime</h2><p class=note>feasible = False: no trial of that regime avoided
 collapse; the lowest-gap one is shown.</p>{_table(regimes)}
