@@ -34,7 +34,7 @@ TINY = {
     "name": "tiny", "seed": 1, "model": {"family": "gaussian"},
     "recursion": {"generations": 3, "samples_per_generation": 20},
     "collapse": {"metric": "real_nll", "tolerance": 0.1},
-    "search": {"sampler": "grid", "trials": 4, "concurrency": 2,
+    "search": {"sampler": "grid", "trials": 4, "concurrency": 2, "seeds": 1, "confirm": {"top": 0},
                "space": {"recursion.regime": {"choice": ["replace", "accumulate"]},
                          "recursion.real_fraction": {"grid": [0.0, 0.5]}}},
     "resources": {"cpu": 1, "gpu": 0},

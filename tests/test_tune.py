@@ -33,7 +33,8 @@ RESULT_COLUMNS = {
 
 
 def analytic(name: str, *, sampler: str = "grid", trials: int = 100, generations: int = 10,
-             space: dict | None = None, concurrency: int = 2, seeds: int = 1):
+             space: dict | None = None, concurrency: int = 2, seeds: int = 1,
+             confirm_top: int = 0):
     return load_config({
         "name": name, "seed": 3,
         "model": {"family": "gaussian"},
@@ -41,7 +42,7 @@ def analytic(name: str, *, sampler: str = "grid", trials: int = 100, generations
         "curation": {"scorer": "self"},
         "collapse": {"metric": "real_nll", "tolerance": 0.05},
         "search": {"sampler": sampler, "trials": trials, "concurrency": concurrency,
-                   "seeds": seeds, "space": space or {
+                   "seeds": seeds, "confirm": {"top": confirm_top}, "space": space or {
                        "recursion.regime": {"choice": REGIMES},
                        "recursion.real_fraction": {"grid": FRACTIONS},
                        "curation.strength": {"grid": STRENGTHS}}},

@@ -409,6 +409,10 @@ def pareto_image(results: pd.DataFrame, *, tolerance: float | None = None) -> np
                     ax.scatter(x[sel], y[sel], c=colour, marker=marker, s=area[sel],
                                edgecolors="black" if marker == "o" else None,
                                linewidths=0.4 if marker == "o" else 1.4)
+                    if "quality_gap_se" in df:  # replicates: mean +/- SE over the seeds
+                        se = np.nan_to_num(df["quality_gap_se"].to_numpy(float)[sel])
+                        ax.errorbar(x[sel], y[sel], yerr=se, fmt="none", ecolor=colour,
+                                    elinewidth=0.8, alpha=0.6)
             handles.append(Line2D([], [], color=colour, marker="o", ls="", label=name))
         if size_col:
             ax.text(0.99, 0.01, f"marker area: {size_col.removeprefix('param.model.')} "
@@ -427,7 +431,7 @@ def pareto_image(results: pd.DataFrame, *, tolerance: float | None = None) -> np
         ax.axhline(tolerance, **TOLERANCE_STYLE)
         handles.append(Line2D([], [], **TOLERANCE_STYLE, label=f"collapse tolerance {tolerance:g}"))
     ax.set_xlabel("total FLOPs (log scale)")
-    ax.set_ylabel("quality gap (relative, real NLL)")
+    ax.set_ylabel("quality gap (mean ± SE over seeds)")
     ax.set_title(f"{shown} of {len(results)} trials (finite gap and FLOPs)")
     if handles:
         ax.legend(handles=handles, fontsize=7, loc="best")

@@ -4,15 +4,19 @@
 (``sweep.search.searcher``); each trial is one chain (``sweep.search.trial.run_trial``) run
 by the Tune function trainable ``tune_trainable``, which checkpoints every generation and
 reports at most every 2 s. The study lives in ``RUN_DIR/optuna.db`` (study name = run name);
-the ledger (``sweep.rundir.ledger``) makes a resumed sweep run every trial exactly once. The
+the ledger (``sweep.rundir.ledger``) makes a resumed sweep run every trial exactly once.
+After the search, ``confirm`` re-runs the cheapest feasible configs on unseen seeds (Tune
+trials of stage ``confirm``; ``sweep.rundir.confirmation`` picks them and the answer). The
 command line is ``collapse-sweep run | resume`` (``sweep.cli``).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
+import sys
 import threading
 import time
 from pathlib import Path
@@ -22,19 +26,22 @@ import ray
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
-from sweep.config import ChainConfig, ConfigError, dump_config, load_config
+from sweep.config import ChainConfig, ConfigError, dump_config, load_config, trial_config
 from sweep.files.atomic import write_text
 from sweep.observe.status import LOG_FILE, phase, route_logs
+from sweep.rundir.confirmation import candidate_params, confirmation_candidates
 from sweep.rundir.integrity import finished_trials, recover_starts, resume_plan
 from sweep.rundir.layout import SWEEP_FILE, require_sweep_dir
+from sweep.rundir.ledger import Ledger
 from sweep.rundir.lock import LOCK_FILE, driver_lock
 from sweep.search.loggers import TrialLoggers, check_loggers
 from sweep.search.progress import SweepProgress, SweepSettings, write_sweep_results
 from sweep.search.searcher import build_searcher
 from sweep.search.space import validate_search
-from sweep.search.trial import run_trial
+from sweep.search.trial import run_trial, trial_key, trial_seeds
 
 TUNE_DIR = "tune"  # Tune's experiment state: RUN_DIR/tune (written, never read back)
+CONFIRM_TUNE_DIR = "tune-confirm"  # ... and of the confirmation stage (never read back)
 WATCH_DRIVER_S = 1.0  # a local trial process checks this often that its driver is alive
 # Tune saves its experiment state every ~10 s by default; the ledger covers the gap, and a
 # 1 s period keeps the number of trials to reconcile after a crash small.
@@ -53,11 +60,14 @@ def tune_trainable(config: dict[str, Any]) -> None:
     params = {k: v for k, v in config.items() if not k.startswith("__")}
     if config.get("__driver_pid"):
         _watch_driver(int(config["__driver_pid"]))
+    stage = str(config.get("__stage", "search"))
+    if stage == "confirm":  # a confirmation run: the candidate's params travel as JSON
+        params = json.loads(config["__params"])
     ctx = ray.get_runtime_context()
     node = f"{ray.util.get_node_ip_address()}/{ctx.get_node_id()[:8]}"
     run = dict(run_dir=Path(config["__run_dir"]), params=params,
                trial_id=tune.get_context().get_trial_id(), number=int(config.get("__number", -1)),
-               node=node, report=_tune_report, cpus=float(config.get("__cpus", 1)))
+               node=node, report=_tune_report, cpus=float(config.get("__cpus", 1)), stage=stage)
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
         run_trial(**run)
@@ -197,6 +207,7 @@ def _fit_routed(settings: SweepSettings, *, address: str | None, resume: bool) -
     else:
         adopt, new = [], total
     started_ray = False
+    trainable = tune.with_resources(tune_trainable, trial_resources(settings.config))
     try:
         if adopt or new:
             started_ray = init_ray(address)
@@ -206,7 +217,6 @@ def _fit_routed(settings: SweepSettings, *, address: str | None, resume: bool) -
                   f"({cpus} CPUs) in {time.time() - started:.1f} s; Tune starts the trials "
                   f"(generation 0 is fit once and shared); Ray and Optuna logs: "
                   f"{run_dir / LOG_FILE}", enabled=say)
-            trainable = tune.with_resources(tune_trainable, trial_resources(settings.config))
             tuner = _new_tuner(settings, trainable, resume=resume, adopt=adopt,
                                num_samples=len(adopt) + new,
                                driver_pid=os.getpid() if started_ray else None)
@@ -217,6 +227,12 @@ def _fit_routed(settings: SweepSettings, *, address: str | None, resume: bool) -
                 tuner.fit()
             finally:
                 tune_log.removeFilter(hint)
+        todo = ([] if finished_trials(run_dir, settings.config.name) < total
+                else confirmations_to_run(settings))
+        if todo:
+            write_sweep_results(settings, wall_seconds=time.time() - started)
+            started_ray = init_ray(address) or started_ray
+            confirm(settings, trainable, todo, driver_pid=os.getpid() if started_ray else None)
     finally:
         write_sweep_results(settings, wall_seconds=time.time() - started)
         if started_ray:
@@ -225,6 +241,48 @@ def _fit_routed(settings: SweepSettings, *, address: str | None, resume: bool) -
     if done < total:  # Tune returns early on Ctrl-C (its SIGINT handler ends the run)
         raise SweepInterrupted(run_dir, done, total)
     return run_dir
+
+
+def confirmations_to_run(settings: SweepSettings) -> list[dict[str, Any]]:
+    """The params of the ``search.confirm.top`` cheapest feasible configs whose confirmation
+    on unseen seeds the ledger does not hold yet (a resumed sweep does not redo one)."""
+    config, spec = settings.config, settings.spec
+    if spec.confirm.top == 0:
+        return []
+    ledger = Ledger(settings.run_dir)
+    todo = []
+    for _, row in confirmation_candidates(settings.results(), spec.confirm.top).iterrows():
+        params = candidate_params(row)
+        cfg = trial_config(config, params)
+        if ledger.done(trial_key(cfg, trial_seeds(config, cfg, stage="confirm"))) is None:
+            todo.append(params)
+    return todo
+
+
+def confirm(settings: SweepSettings, trainable: Any, todo: list[dict[str, Any]], *,
+            driver_pid: int | None = None) -> None:
+    """Re-run ``todo`` (candidate params) on ``search.confirm.seeds`` unseen seeds each.
+
+    One Tune trial per config (its chains in parallel within the trial's CPU share); one a
+    killed driver left half-done resumes from its checkpoints (``RUN_DIR/confirm/<id>``).
+    """
+    config, spec, run_dir = settings.config, settings.spec, settings.run_dir
+    if settings.progress is not False:
+        print(f"confirming the {len(todo)} cheapest feasible config(s) on {spec.confirm.seeds} "
+              "unseen seeds each ...", file=sys.stderr, flush=True)
+    shutil.rmtree(run_dir / CONFIRM_TUNE_DIR, ignore_errors=True)
+    tuner = tune.Tuner(
+        trainable,
+        param_space={"__run_dir": str(run_dir.resolve()), "__stage": "confirm",
+                     "__cpus": trial_resources(config)["cpu"], "__driver_pid": driver_pid,
+                     "__params": tune.grid_search([json.dumps(p) for p in todo])},
+        tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=spec.concurrency,
+                                    reuse_actors=True, trial_dirname_creator=_trial_dirname),
+        run_config=tune.RunConfig(
+            name=CONFIRM_TUNE_DIR, storage_path=str(run_dir.resolve()), verbose=0,
+            failure_config=tune.FailureConfig(max_failures=2),
+            callbacks=[JsonLoggerCallback(), CSVLoggerCallback()]))
+    tuner.fit()
 
 
 def run_sweep(config: ChainConfig, *, name: str | None = None, storage: str = "./runs",
