@@ -151,8 +151,8 @@ class Trials:
         return {**rec, "params": params}
 
 
-def one_sweep(config: ChainConfig, *, sweep_seed: int) -> dict[str, Any] | None:
-    """The answer of one sweep (params + reported values) or None when it has none."""
+def one_sweep(config: ChainConfig, *, sweep_seed: int) -> dict[str, Any]:
+    """The answer of one sweep (params: None when it has none), its chains, configs tried."""
     import optuna
 
     from sweep.search.searcher import make_sampler
@@ -180,12 +180,14 @@ def one_sweep(config: ChainConfig, *, sweep_seed: int) -> dict[str, Any] | None:
                      "n_seeds": rec["n_seeds"], "reused_from": "",
                      **{f"param.{k}": v for k, v in params.items()}})
     results = pd.DataFrame(rows)
+    visited = {_key(p) for p in (dict(t.params) for t in study.trials)}
     if spec.confirm.top == 0:
         best = best_feasible(results)
         if best is None:
-            return None
+            return {"params": None, "visited": visited, "chains": len(trials.chains)}
         return {"params": {k[6:]: v for k, v in best.items() if k.startswith("param.")},
-                "reported_gap": float(best["quality_gap"]), "chains": len(trials.chains)}
+                "reported_gap": float(best["quality_gap"]), "chains": len(trials.chains),
+                "visited": visited}
     candidates = confirmation_candidates(results, spec.confirm.top)
     confirmations = []
     for _, cand in candidates.iterrows():
@@ -193,22 +195,24 @@ def one_sweep(config: ChainConfig, *, sweep_seed: int) -> dict[str, Any] | None:
         confirmations.append(trials.run(params, confirmation_seeds(config.seed, spec.confirm.seeds)))
     answer = confirmed_answer(candidates, confirmation_frame_from(confirmations))
     if answer is None:
-        return None
+        return {"params": None, "visited": visited, "chains": len(trials.chains)}
     return {"params": answer["params"], "reported_gap": float(answer["confirmation"]["quality_gap"]),
-            "chains": len(trials.chains)}
+            "chains": len(trials.chains), "visited": visited}
 
 
 def score(config: ChainConfig, truth: pd.DataFrame, sweeps: int) -> dict[str, Any]:
     feasible = truth[truth["gap"] <= TOLERANCE]
     optimum = float(feasible["flops"].min())
     table = {row["key"]: row for _, row in truth.iterrows()}
-    out = {"feasible": 0, "near": 0, "optimistic": 0, "answered": 0, "chains": []}
+    near_keys = set(feasible[feasible["flops"] <= (1 + WITHIN) * optimum]["key"])
+    out = {"feasible": 0, "near": 0, "optimistic": 0, "answered": 0, "chains": [], "visited": 0}
     for j in range(sweeps):
         answer = one_sweep(config, sweep_seed=j + 1)
-        if answer is None:
+        out["chains"].append(answer["chains"])
+        out["visited"] += bool(answer["visited"] & near_keys)
+        if answer["params"] is None:
             continue
         out["answered"] += 1
-        out["chains"].append(answer["chains"])
         point = table[_key(answer["params"])]
         ok = point["gap"] <= TOLERANCE
         out["feasible"] += ok
@@ -256,7 +260,8 @@ def run(quick: bool) -> list[dict[str, Any]]:
         took = time.perf_counter() - t1
         is_default = sampler == default_sampler and not overrides and not quick
         note = (f"{s['answered']}/{sweeps} sweeps gave an answer; reported gap below the true mean "
-                f"in {s['optimistic']}/{s['answered']}; {s['mean_chains']:.0f} chains per sweep; "
+                f"in {s['optimistic']}/{s['answered']}; {s['visited']}/{sweeps} sweeps ran a config "
+                f"within 10% of the optimum at all; {s['mean_chains']:.0f} chains per sweep; "
                 f"{took:.0f} s")
         f_target, f_met = at_least(s["feasible"] / sweeps, FEASIBLE_TARGET) if is_default else (None, None)
         n_target, n_met = at_least(s["near"] / sweeps, NEAR_TARGET) if is_default else (None, None)

@@ -36,6 +36,8 @@ def fmt_interval(mean: float | None, se: float | None, fmt=None) -> str:
     """``mean ± SE`` (the mean alone when there is no standard error, e.g. one seed)."""
     if se is None or not isinstance(se, (int, float)) or not math.isfinite(se):
         return (fmt or fmt_gap)(mean)
+    if mean is not None and math.isfinite(mean) and se <= 1e-9 * abs(mean):
+        se = 0.0  # rounding noise of identical values (deterministic costs)
     if fmt is None:  # gaps: both to the second significant digit of the SE
         if mean is None or not math.isfinite(mean):
             return "n/a"

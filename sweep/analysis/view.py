@@ -35,7 +35,8 @@ def print_analysis(summary: dict[str, Any], *, console: Console | None = None) -
     tol = summary["tolerance"]
     console.print(f"[bold]{escape(str(summary['run_dir']))}[/bold]: {c['trials']} trials — {c['finished']} "
                   f"finished, {c['failed']} failed, {c['running']} running; {c['feasible']} do "
-                  f"not collapse ({summary['collapse_metric']} gap <= {fmt_gap(tol)})")
+                  f"not collapse ({_level(summary)}bound of the mean {summary['collapse_metric']} gap "
+                  f"<= {fmt_gap(tol)})")
 
     front = sorted(summary["pareto_front"], key=lambda t: t["total_flops"])  # reads as the step line
     if front:
@@ -94,6 +95,10 @@ def print_analysis(summary: dict[str, Any], *, console: Console | None = None) -
     else:
         console.print("[bold yellow]no configuration avoided collapse yet; best per regime above "
                       "lists the closest ones[/bold yellow]")
+
+
+def _level(summary: dict[str, Any]) -> str:
+    return f"{summary.get('confidence', 0.9):.0%} "
 
 
 def _gap(t: dict[str, Any]) -> str:
