@@ -138,8 +138,7 @@ class SearchSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     sampler: Literal["tpe", "nsga2", "gp", "random", "grid"] = Field(
-        "tpe", description="Optuna sampler. tpe (default): multi-objective TPE, finds the cheapest "
-        "feasible config in about half the trials of random search (benchmarks/RESULTS.md); "
+        "tpe", description="Optuna sampler. tpe (default): multi-objective TPE; "
         "nsga2: a genetic search that spreads along the Pareto front, for large budgets; gp: "
         "Gaussian process, for few expensive trials (1-3 s per suggestion); random; grid "
         "(needs a finite space).")
