@@ -76,4 +76,4 @@ def test_two_trial_sweep_on_it(ray_session, on_path, tmp_path):
     assert set(df["param.recursion.regime"]) == {"replace", "accumulate"}
     for trial_id in df["trial_id"]:
         frame = pd.read_parquet(run_dir / "trials" / trial_id / "generations.parquet")
-        assert len(frame) == 6 and "rate" in frame
+        assert len(frame) == 6 * 5 and "rate" in frame  # 5 seeds per trial (search.seeds)
