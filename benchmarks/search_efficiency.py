@@ -28,7 +28,7 @@ from sweep.rundir.confirmation import (
     confirmation_frame_from,
     confirmed_answer,
 )
-from sweep.rundir.results import best_feasible
+from sweep.rundir.results import cheapest_feasible
 from sweep.search.answer import tell
 from sweep.search.space import SearchSpec, validate_search
 from sweep.search.trial import chain_record
@@ -182,7 +182,7 @@ def one_sweep(config: ChainConfig, *, sweep_seed: int) -> dict[str, Any]:
     results = pd.DataFrame(rows)
     visited = {_key(p) for p in (dict(t.params) for t in study.trials)}
     if spec.confirm.top == 0:
-        best = best_feasible(results)
+        best = cheapest_feasible(results)
         if best is None:
             return {"params": None, "visited": visited, "chains": len(trials.chains)}
         return {"params": {k[6:]: v for k, v in best.items() if k.startswith("param.")},
