@@ -115,7 +115,7 @@ def aggregate(per_seed: Sequence[dict[str, Any]], *, objectives: Iterable[str],
     if errors:
         out["error"] = errors[0]
     seed_values: dict[str, list[float]] = {}
-    for name in [*objectives, "final_real_nll"]:
+    for name in [*objectives, "final_real_nll", "total_label_cost"]:
         values = [_as_float(r.get(name)) for r in per_seed]
         mean, se, _ = mean_se(values)
         out[name] = mean
