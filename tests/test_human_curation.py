@@ -31,6 +31,7 @@ def test_labeller_pair_error_matches_its_rate():
 
 def _gaps(curation: dict) -> np.ndarray:
     config = load_config({"recursion": {"generations": 6, "samples_per_generation": 50},
+                          "collapse": {"metric": "real_nll"},  # the docstring's real-NLL gap
                           "curation": {"strength": 0.5, "selection": "sample", **curation}})
     out = []
     for seed in SEEDS:

@@ -29,7 +29,8 @@ def confirmation_candidates(results: pd.DataFrame, top: int) -> pd.DataFrame:
     if results.empty or top <= 0:
         return results.iloc[:0]
     ok = results[results["status"].isin(OK_STATUSES) & results["feasible"].astype(bool)]
-    ok = ok[ok["total_flops"].map(math.isfinite)]
+    # astype(bool): an empty object-dtype mask would select columns, not rows.
+    ok = ok[ok["total_flops"].map(math.isfinite).astype(bool)]
     if "reused_from" in ok:
         ok = ok[ok["reused_from"].fillna("") == ""]
     ok = ok.sort_values(["total_flops", "number"], kind="stable")
