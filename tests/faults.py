@@ -3,7 +3,8 @@
 ``conftest.ray_session`` starts Ray with ``worker_process_setup_hook = "tests.faults.install"``
 and ``COLLAPSE_SWEEP_TEST_FAULTS=<a session directory>`` in every worker's environment.
 ``install`` wraps ``Chain.step`` (one generation; a sweep trial drives its chain with it) so
-that it consults the plan a test wrote for its run (``Faults.fail`` / ``Faults.kill``) first. Production
+that it consults the plan a test wrote for its run (``Faults.fail`` / ``Faults.kill`` /
+``Faults.slow``) first. Production
 code reads no fault files: without this hook a plan is never looked at.
 """
 
@@ -32,6 +33,10 @@ class Faults:
     def kill(self, run: str, *, after_generation: int) -> None:
         """Each chain of ``run`` SIGKILLs its worker once, after that generation's checkpoint."""
         self._write(run, {"kill_after": after_generation})
+
+    def slow(self, run: str, *, seconds_per_generation: float) -> None:
+        """Each generation of ``run`` sleeps first: trials then outlast Ray's scheduling latency."""
+        self._write(run, {"sleep": seconds_per_generation})
 
     def killed(self, run: str) -> list[Path]:
         """One marker per chain that was killed."""
@@ -78,6 +83,7 @@ def _apply(directory: Path, chain: Any) -> None:
         return
     plan = json.loads(plan_file.read_text())
     generation = chain.generation  # the generation about to be trained
+    time.sleep(plan.get("sleep", 0.0))
     when = plan.get("fail_when")
     if when is not None and generation == plan.get("fail_at", 1) and all(
             _config_value(chain.config, k) == v for k, v in when.items()):

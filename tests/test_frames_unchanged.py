@@ -2,7 +2,8 @@
 give the frames recorded at bbb1df2 (before the restructure), on every column recorded then.
 
 The frames were written by the same configs at commit bbb1df2 (``CASES`` below). Analytic
-families must match bit for bit; the GPT cases (slow) on this machine's torch build.
+families must match bit for bit; the GPT cases (slow, float32 torch) to a relative 1e-5,
+since the order of float32 sums depends on the CPU's vector units.
 """
 
 from __future__ import annotations
@@ -63,4 +64,11 @@ def test_frame_equals_the_one_recorded_before_the_restructure(name):
     recorded = pd.read_parquet(RECORDED / f"{name}.parquet")
     now = run_chain(load_config({**BASE, **CASES[name]}))
     columns = [c for c in recorded.columns if c not in INTENDED.get(name, [])]
-    pd.testing.assert_frame_equal(now[columns], recorded[columns], check_exact=True)
+    if name in SLOW:
+        # float32 torch: CPUs with other vector units (AVX-512 vs AVX2) sum in another order
+        # and differ in the 7th significant digit (CI: 5.069997 vs 5.069996). A float32
+        # relative tolerance of 1e-5 keeps every change of behaviour visible.
+        pd.testing.assert_frame_equal(now[columns], recorded[columns], check_exact=False,
+                                      rtol=1e-5, atol=0.0)
+    else:
+        pd.testing.assert_frame_equal(now[columns], recorded[columns], check_exact=True)

@@ -265,22 +265,33 @@ def test_resume_after_driver_kill_runs_each_trial_once(ray_session, tmp_path):
 
 
 TWO_NODES = """
+import os
+import pathlib
 import sys
 import pandas as pd
 from ray.cluster_utils import Cluster
 from sweep.config import load_config
 from sweep.search.driver import run_sweep
 
+import ray
+from tests.faults import ENV, Faults
+
 cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
 cluster.add_node(num_cpus=1)
 cluster.add_node(num_cpus=1)
+cluster.wait_for_nodes()
 try:
     cfg = load_config(sys.argv[1])
+    # A Gaussian generation takes microseconds: without a pause one node can finish a trial
+    # before Tune places the next, and the spread would depend on timing (it did on CI).
+    Faults(pathlib.Path(sys.argv[3])).slow(cfg.name, seconds_per_generation=0.1)
+    ray.init(address=cluster.address, include_dashboard=False, log_to_driver=False,
+             runtime_env={"worker_process_setup_hook": "tests.faults.install",
+                          "env_vars": {ENV: sys.argv[3], "PYTHONPATH": os.environ["PYTHONPATH"]}})
     run_dir = run_sweep(cfg, storage=sys.argv[2], address=cluster.address, progress=False)
     df = pd.read_parquet(run_dir / "results.parquet")
     print("NODES", df["node"].nunique(), "ROWS", len(df), "FINISHED", (df.status == "finished").sum())
 finally:
-    import ray
     ray.shutdown()
     cluster.shutdown()
 """
@@ -294,7 +305,10 @@ def test_two_node_sweep_uses_both_nodes(tmp_path):
     cfg = analytic("nodes", trials=6, generations=20, space={
         "recursion.regime": {"choice": REGIMES}, "recursion.real_fraction": {"grid": [0.0, 0.5]}})
     cfg_path = write_text(tmp_path / "nodes.yaml", dump_config(cfg))
-    out = subprocess.run([sys.executable, "-c", TWO_NODES, str(cfg_path), str(tmp_path / "runs")],
+    faults_dir = tmp_path / "faults"
+    faults_dir.mkdir()
+    out = subprocess.run([sys.executable, "-c", TWO_NODES, str(cfg_path), str(tmp_path / "runs"),
+                          str(faults_dir)],
                          cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
                          capture_output=True, text=True, timeout=240)
     assert "NODES 2 ROWS 6 FINISHED 6" in out.stdout, out.stdout[-2000:] + out.stderr[-4000:]
