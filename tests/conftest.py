@@ -34,7 +34,7 @@ def ray_session(faults_dir):
     path = os.pathsep.join(p for p in (root, plugins, os.environ.get("PYTHONPATH", "")) if p)
     # Token auth stays on (the default of a local ray.init); no dashboard is started.
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
                  runtime_env={"worker_process_setup_hook": "tests.faults.install",
                               "env_vars": {FAULTS_ENV: str(faults_dir), "PYTHONPATH": path}})
     yield ray

@@ -43,6 +43,7 @@ from sweep.rundir.confirmation import (
     confirmed_answer,
     matched_confirmations,
 )
+from sweep.rundir.health import health_note, health_warning, read_health
 from sweep.rundir.results import cheapest_feasible, feasible_mask  # noqa: F401 - re-exported
 
 
@@ -132,9 +133,13 @@ def summarize(sweep: Sweep) -> dict[str, Any]:
     cheapest = trial_summary(best) if best is not None else None
     confidence = float(sweep.config.collapse.confidence)
     confirm = confirmation_summary(sweep)
+    health = read_health(sweep.run_dir)
     return {
         "run_dir": str(sweep.run_dir),
         "name": sweep.name,
+        "health": health,
+        "health_warning": health_warning(health),
+        "health_note": health_note(health),
         "tolerance": sweep.tolerance,
         "collapse_metric": sweep.config.collapse.metric,
         "objectives": sweep.objectives,

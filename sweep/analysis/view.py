@@ -37,6 +37,11 @@ def print_analysis(summary: dict[str, Any], *, console: Console | None = None) -
                   f"finished, {c['failed']} failed, {c['running']} running; {c['feasible']} do "
                   f"not collapse ({_level(summary)}bound of the mean {summary['collapse_metric']} gap "
                   f"<= {fmt_gap(tol)})")
+    warning = summary.get("health_warning")
+    if warning:
+        console.print(f"[bold white on red]{escape(warning)}[/bold white on red]")
+    elif summary.get("health_note"):
+        console.print(f"[dim]{escape(summary['health_note'])}[/dim]")
 
     front = sorted(summary["pareto_front"], key=lambda t: t["total_flops"])  # reads as the step line
     if front:
@@ -82,6 +87,9 @@ def print_analysis(summary: dict[str, Any], *, console: Console | None = None) -
             print_table(console, table)
 
     _print_confirmation(summary, console)
+    if warning:
+        console.print("[bold red]the health check of this sweep failed (see the first line): "
+                      "read the answer below as provisional[/bold red]")
     if summary.get("answer_text"):
         console.print(f"[bold green]cheapest non-collapsing configuration (confirmed):[/bold green] "
                       f"{escape(summary['answer_text'])}")

@@ -80,7 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run a sweep on Ray Tune + Optuna",
                        description="Search the config's `search.space` with Optuna, trials on "
-                                   "Ray Tune; results in STORAGE/NAME.")
+                                   "Ray Tune; results in STORAGE/NAME. First a health check "
+                                   "(`collapse-sweep check`) of the base config: a failure is "
+                                   "printed, recorded in STORAGE/NAME/health.json and flagged "
+                                   "by analyze and report.")
     _add_config_args(p, required=True)
     p.add_argument("--name", default=None, help="run name (default: config `name`)")
     p.add_argument("--address", default=None,
@@ -88,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", default="./runs", help="local or shared (NFS) directory; URLs such as s3://... are refused "
                    "(default ./runs)")
     p.add_argument("--quiet", action="store_true", help="no live progress table")
+    p.add_argument("--no-check", action="store_true",
+                   help="skip the health check before the trials (same as --set search.check=false)")
     again = p.add_mutually_exclusive_group()
     again.add_argument("--extend", action="store_true",
                        help="STORAGE/NAME exists: add the config's search.trials trials to its "
@@ -241,6 +246,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from sweep.search.space import validate_search
 
     config = load_config(args.config, args.overrides)
+    if args.no_check and config.search:
+        config = load_config(config.model_dump(mode="json"), {"search.check": False})
     if args.name is not None:
         try:
             config = load_config(config.model_dump(mode="json"), {"name": args.name})

@@ -81,6 +81,15 @@ def _figure(title: str, caption: str, path: Path | None, note: str | None) -> st
     return f"<h2>{html.escape(title)}</h2>{body}"
 
 
+def _health(summary: dict[str, Any]) -> str:
+    """A red banner when the sweep's health check failed, else one line of note."""
+    warning = summary.get("health_warning")
+    if warning:
+        return f'<p class="health-failed" id="health-check-failed">{html.escape(warning)}</p>\n'
+    note = summary.get("health_note")
+    return f'<p class="note">{html.escape(note)}</p>\n' if note else ""
+
+
 def render_html(name: str, summary: dict[str, Any],
                 figures: list[tuple[str, str, Path | None, str | None]], *,
                 config_text: str, versions: dict[str, str], generated: str) -> str:
@@ -107,13 +116,14 @@ padding:0 1em}} img{{max-width:100%;border:1px solid #ddd}} table{{border-collap
 font-size:13px;margin:.5em 0}} td,th{{border:1px solid #ccc;padding:3px 8px;text-align:left}}
 th{{background:#f2f2f2}} .answer{{font-size:1.15em;background:#eef7ee;padding:.8em;
 border-left:4px solid #2ca02c}} pre{{background:#f6f6f6;padding:1em;overflow:auto;font-size:12px}}
-.note{{color:#555;font-size:13px}}</style></head><body>
+.note{{color:#555;font-size:13px}} .health-failed{{background:#fdecea;color:#611a15;
+padding:.8em;border-left:6px solid #d62728;font-weight:600}}</style></head><body>
 <h1>Sweep {html.escape(name)}</h1>
 <p>{c['trials']} trials: {c['finished']} finished, {c['failed']} failed, {c['running']} running;
 {c['feasible']} do not collapse (quality gap on {html.escape(str(summary['collapse_metric']))}
 &le; {tol:g}). Generated {html.escape(generated)}. Data: <a href="../results.csv">results.csv</a>,
 <a href="../generations.csv">generations.csv</a>.</p>
-<p class="answer"><b>Cheapest non-collapsing configuration:</b> {html.escape(answer)}</p>
+{_health(summary)}<p class="answer"><b>Cheapest non-collapsing configuration:</b> {html.escape(answer)}</p>
 <p class=note>Each trial runs several chains (seeds); its quality gap and cost are means with
 standard errors, and it counts as not collapsing when the one-sided {level} upper confidence
 bound of its mean gap is within the tolerance. The answer is the cheapest configuration that

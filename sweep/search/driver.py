@@ -30,6 +30,7 @@ from sweep.config import ChainConfig, ConfigError, dump_config, load_config, tri
 from sweep.files.atomic import write_text
 from sweep.observe.status import LOG_FILE, phase, route_logs
 from sweep.rundir.confirmation import candidate_params, confirmation_candidates
+from sweep.rundir.health import HEALTH_FILE, health_warning, write_health
 from sweep.rundir.integrity import finished_trials, recover_starts, resume_plan
 from sweep.rundir.layout import SWEEP_FILE, require_sweep_dir
 from sweep.rundir.ledger import Ledger
@@ -126,8 +127,11 @@ def init_ray(address: str | None) -> bool:
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
     else:
         # Local: no dashboard (its job API runs code for whoever reaches it); Ray's token
-        # auth stays on for the GCS / raylet ports.
-        ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False)
+        # auth stays on for the GCS / raylet ports. address="local" starts a new instance
+        # even when another Ray runs on this machine (a bare ray.init() would join that one
+        # via /tmp/ray/ray_current_cluster and refuse num_cpus).
+        ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False,
+                 log_to_driver=False)
     return True
 
 
@@ -317,13 +321,51 @@ def run_sweep(config: ChainConfig, *, name: str | None = None, storage: str = ".
             _empty(run_dir)
         write_text(run_dir / "sweep.yaml", dump_config(config))
         settings = SweepSettings(config=config, spec=spec, run_dir=run_dir, progress=progress)
+        if spec.check and not (run_dir / HEALTH_FILE).is_file():  # --extend keeps the first
+            sweep_health_check(config, run_dir, progress=progress)
         return _fit(settings, address=address, resume=exists and extend)
+
+
+def sweep_health_check(config: ChainConfig, run_dir: Path, *, progress: bool = True
+                       ) -> dict[str, Any]:
+    """Run the health check on the sweep's base config, record it in RUN_DIR/health.json.
+
+    A failure does not stop the sweep (the user may study an undertrained regime on
+    purpose); it is printed loudly now and flagged by ``analyze`` and the report.
+    """
+    from sweep.engine.health import health_check
+
+    started = time.time()
+    phase(config.name, "health check: is model 0 converged, is the gap's noise below the "
+          "tolerance? (search.check: false skips it)", enabled=progress)
+    try:
+        report = health_check(config, progress=(lambda m: phase(config.name, m)) if progress
+                              else None).to_dict()
+    except Exception as exc:  # noqa: BLE001 - the sweep itself may still run; say so loudly
+        report = {"passed": False, "reason": f"the check could not run: "
+                  f"{type(exc).__name__}: {exc}"}
+    searched = [p for p in validate_search(config).space
+                if not p.startswith(("recursion.", "curation.", "collapse."))]
+    record = {**report, "seconds": round(time.time() - started, 2),
+              "checked": "the base config (searched parameters at the config's own values)",
+              "searched_not_checked": searched}
+    if searched and report["passed"]:
+        record["reason"] += (f"; checked at the base values only of {', '.join(searched)} "
+                             "(other values may fail: `collapse-sweep check --set ...`)")
+    write_health(run_dir, record)
+    warning = health_warning(record)
+    if warning:
+        print(f"\nWARNING: {warning}\n", file=sys.stderr, flush=True)
+    else:
+        phase(config.name, f"health check passed in {record['seconds']:.0f} s: {record['reason']}",
+              enabled=progress)
+    return record
 
 
 def extended_config(old: ChainConfig, new: ChainConfig, run_dir: Path) -> ChainConfig:
     """The old sweep with ``new.search.trials`` more trials; ConfigError unless the two agree
     on everything but the trial count, sampler and concurrency (and resources)."""
-    free = ("trials", "sampler", "sampler_seed", "concurrency")
+    free = ("trials", "sampler", "sampler_seed", "concurrency", "check")
     a, b = old.model_dump(mode="json"), new.model_dump(mode="json")
     for tree in (a, b):
         tree.pop("resources", None)

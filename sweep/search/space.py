@@ -157,6 +157,11 @@ class SearchSpec(BaseModel):
         default_factory=lambda: dict(DEFAULT_OBJECTIVES),
         description=f"Objectives and directions, from {', '.join(OBJECTIVES)}.")
     sampler_seed: int | None = Field(None, description="Seed of the sampler (default: config seed).")
+    check: bool = Field(
+        True, description="Run the health check (`collapse-sweep check`: is model 0 converged, "
+        "is the gap's noise below the tolerance?) on the base config before the trials, record "
+        "it in RUN_DIR/health.json and flag the sweep in analyze/report when it fails. It costs "
+        "about 3 x (generations + 2) model fits; false skips it (`run --no-check`).")
 
     @model_validator(mode="after")
     def _check(self) -> SearchSpec:
