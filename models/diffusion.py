@@ -28,7 +28,15 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-from models.base import check_items
+from models.fitting import (
+    FitRecord,
+    TrainConfig,
+    cpu_weights,
+    image_rows,
+    init_linear,
+    torch_generator,
+    train_minibatches,
+)
 
 #: Named sizes (hidden width, residual blocks): parameters for 64-pixel items are about
 #: xs 40k, s 0.19M, m 0.7M, l 3.5M, xl 14M.
@@ -85,9 +93,7 @@ class EpsNet(nn.Module):
         with torch.no_grad():
             for mod in self.modules():
                 if isinstance(mod, nn.Linear):
-                    bound = 1.0 / math.sqrt(mod.in_features)
-                    mod.weight.uniform_(-bound, bound, generator=generator)
-                    mod.bias.uniform_(-bound, bound, generator=generator)
+                    init_linear(mod, generator)
                 elif isinstance(mod, nn.LayerNorm):
                     mod.weight.fill_(1.0)
                     mod.bias.zero_()
@@ -120,33 +126,21 @@ def linear_alpha_bar(timesteps: int) -> torch.Tensor:
 
 # --------------------------------------------------------------------------- the Model
 @dataclass
-class DiffusionTrainConfig:
+class DiffusionTrainConfig(TrainConfig):
+    """The shared budget and optimiser with a DDPM's defaults, the weight average and the
+    sampling / scoring steps."""
+
     lr: float = 2e-3
-    """Adam peak learning rate (cosine decay to lr / 10)."""
     batch_size: int = 128
-    """Items per optimisation step."""
     epochs: float = 100.0
-    """Budget: passes over this generation's training set, so accumulated data costs compute."""
-    steps: int | None = None
-    """If set, train for exactly this many steps instead of ``epochs``."""
     grad_clip: float = 1.0
-    """Gradient norm clip (0 disables)."""
+    eval_batch_size: int = 1024
     ema: float = 0.995
     """Decay of the exponential moving average of the weights used to sample and score (0 off)."""
     sample_steps: int | None = None
     """Respaced sampling steps S (None: all T)."""
     elbo_steps: int | None = None
     """Terms of the bound that ``log_prob`` evaluates (log-spaced, weighted; None: all T)."""
-    eval_batch_size: int = 1024
-    """Items per batch when scoring and sampling."""
-
-
-@dataclass
-class _FitRecord:
-    items: int = 0
-    processed: int = 0
-    steps: int = 0
-    train_loss: float = float("nan")
 
 
 class DiffusionModel:
@@ -179,7 +173,7 @@ class DiffusionModel:
         self.temperature = 1.0  # scales the sampling noise
         self.top_p = 1.0  # unused (continuous items)
         self.top_k = 0  # unused (no tokens)
-        self._fit = _FitRecord()
+        self._fit = FitRecord()
         self.reset(np.random.default_rng(seed))
 
     @property
@@ -192,15 +186,10 @@ class DiffusionModel:
         return sum(m.weight.numel() for m in self.net.modules() if isinstance(m, nn.Linear))
 
     def _generator(self, rng: np.random.Generator) -> torch.Generator:
-        return torch.Generator(device=self.device).manual_seed(int(rng.integers(2**62)))
+        return torch_generator(rng, self.device)
 
     def _tensor(self, data: np.ndarray) -> torch.Tensor:
-        x = check_items(data, ndim=2)
-        if x.shape[1] != self.config.dim:
-            raise ValueError(f"items have {x.shape[1]} pixels, the model {self.config.dim}")
-        if not np.isfinite(x).all():
-            raise ValueError("items hold NaN or infinite pixels")
-        return torch.as_tensor(x, dtype=torch.float32, device=self.device) * 2.0 - 1.0
+        return image_rows(data, self.config.dim, self.device) * 2.0 - 1.0
 
     def _noisy(self, x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         a = self.abar[t].float()[:, None]
@@ -217,33 +206,15 @@ class DiffusionModel:
         tc, T = self.train_config, self.config.timesteps
         x = self._tensor(data)
         gen = self._generator(rng)
-        steps_per_epoch = max(1, math.ceil(len(x) / tc.batch_size))
-        total = tc.steps if tc.steps is not None else max(1, math.ceil(tc.epochs * steps_per_epoch))
-        opt = torch.optim.Adam(self.net.parameters(), lr=tc.lr)
         self.ema.load_state_dict(self.net.state_dict())
-        record = _FitRecord(items=len(x))
-        order = torch.empty(0, dtype=torch.long, device=self.device)
-        self.net.train()
-        loss = torch.tensor(float("nan"))
-        for step in range(total):
-            if len(order) == 0:
-                order = torch.randperm(len(x), generator=gen, device=self.device)
-            idx, order = order[: tc.batch_size], order[tc.batch_size:]
-            for g in opt.param_groups:
-                g["lr"] = tc.lr * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * step / total)))
+
+        def simple_loss(idx: torch.Tensor) -> torch.Tensor:
             t = torch.randint(1, T + 1, (len(idx),), generator=gen, device=self.device)
             eps = torch.randn(len(idx), self.config.dim, generator=gen, device=self.device)
-            loss = F.mse_loss(self.net(self._noisy(x[idx], t, eps), t), eps)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if tc.grad_clip > 0:
-                nn.utils.clip_grad_norm_(self.net.parameters(), tc.grad_clip)
-            opt.step()
-            self._update_ema(step)
-            record.processed += len(idx)
-            record.steps += 1
-        record.train_loss = float(loss.detach())
-        self._fit = record
+            return F.mse_loss(self.net(self._noisy(x[idx], t, eps), t), eps)
+
+        self._fit = train_minibatches(self.net, len(x), simple_loss, tc, gen=gen,
+                                      after_step=self._update_ema)
 
     @torch.no_grad()
     def _update_ema(self, step: int) -> None:
@@ -370,9 +341,7 @@ class DiffusionModel:
         ``score``: 2 M x the bound's evaluated terms (T, or at most ``elbo_steps``) per item."""
         tc, T = self.train_config, self.config.timesteps
         if op == "fit":
-            f = self._fit
-            per_item = f.processed / f.items if f.items else tc.epochs
-            return 6.0 * self.macs * per_item * n_items
+            return 6.0 * self.macs * self._fit.passes(tc.epochs) * n_items
         if op == "sample":
             return 2.0 * self.macs * len(self._schedule(tc.sample_steps or T)) * n_items
         if op == "score":
@@ -385,13 +354,9 @@ class DiffusionModel:
 
     def state_dict(self) -> dict[str, Any]:
         """Weights and EMA weights (CPU tensors) and fit counts; loadable with weights_only."""
-        def cpu(m: nn.Module) -> dict[str, torch.Tensor]:
-            return {k: v.detach().cpu().clone() for k, v in m.state_dict().items()}
-        return {"weights": cpu(self.net), "ema": cpu(self.ema), "fit_items": self._fit.items,
-                "fit_processed": self._fit.processed}
+        return {"weights": cpu_weights(self.net), "ema": cpu_weights(self.ema), **self._fit.state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.net.load_state_dict({k: v.to(self.device) for k, v in state["weights"].items()})
         self.ema.load_state_dict({k: v.to(self.device) for k, v in state["ema"].items()})
-        self._fit = _FitRecord(items=int(state.get("fit_items", 0)),
-                               processed=int(state.get("fit_processed", 0)))
+        self._fit = FitRecord.from_state(state)

@@ -28,7 +28,15 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from models.base import check_items
+from models.fitting import (
+    FitRecord,
+    TrainConfig,
+    cpu_weights,
+    image_rows,
+    init_linear,
+    torch_generator,
+    train_minibatches,
+)
 
 #: Named sizes (hidden width, hidden layers per side, latent dim): parameters for 64-pixel
 #: items are about xs 9k, s 53k, m 0.18M, l 1.2M, xl 4.5M.
@@ -76,9 +84,7 @@ class VAENet(nn.Module):
         with torch.no_grad():
             for mod in self.modules():
                 if isinstance(mod, nn.Linear):
-                    bound = 1.0 / math.sqrt(mod.in_features)
-                    mod.weight.uniform_(-bound, bound, generator=generator)
-                    mod.bias.uniform_(-bound, bound, generator=generator)
+                    init_linear(mod, generator)
             self.sigma_raw.fill_(math.log(0.3))  # sigma starts at min_sigma + 0.3
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -115,29 +121,11 @@ class VAENet(nn.Module):
 
 # --------------------------------------------------------------------------- the Model
 @dataclass
-class VAETrainConfig:
-    lr: float = 3e-3
-    """Adam peak learning rate (cosine decay to lr / 10)."""
-    batch_size: int = 64
-    """Items per optimisation step."""
-    epochs: float = 40.0
-    """Budget: passes over this generation's training set, so accumulated data costs compute."""
-    steps: int | None = None
-    """If set, train for exactly this many steps instead of ``epochs``."""
-    grad_clip: float = 5.0
-    """Gradient norm clip (0 disables)."""
+class VAETrainConfig(TrainConfig):
+    """The shared budget and optimiser (``TrainConfig``'s defaults), and the bound's K."""
+
     iw_samples: int = 8
     """K of the importance-weighted bound that ``log_prob`` returns (1 = the ELBO)."""
-    eval_batch_size: int = 512
-    """Items per batch when scoring and sampling."""
-
-
-@dataclass
-class _FitRecord:
-    items: int = 0  # rows in the last fit's training set
-    processed: int = 0  # rows processed by the optimiser, all epochs
-    steps: int = 0
-    train_loss: float = float("nan")  # last step's negative ELBO per item
 
 
 class VAEModel:
@@ -165,7 +153,7 @@ class VAEModel:
         self.temperature = 1.0  # prior variance scale when sampling
         self.top_p = 1.0  # unused (continuous items); kept for the sampling-knob interface
         self.top_k = 0  # unused (no tokens)
-        self._fit = _FitRecord()
+        self._fit = FitRecord()
         self.reset(np.random.default_rng(seed))
 
     @property
@@ -176,15 +164,10 @@ class VAEModel:
         return sum(m.weight.numel() for m in module.modules() if isinstance(m, nn.Linear))
 
     def _generator(self, rng: np.random.Generator) -> torch.Generator:
-        return torch.Generator(device=self.device).manual_seed(int(rng.integers(2**62)))
+        return torch_generator(rng, self.device)
 
     def _tensor(self, data: np.ndarray) -> torch.Tensor:
-        x = check_items(data, ndim=2)
-        if x.shape[1] != self.config.dim:
-            raise ValueError(f"items have {x.shape[1]} pixels, the model {self.config.dim}")
-        if not np.isfinite(x).all():
-            raise ValueError("items hold NaN or infinite pixels")
-        return torch.as_tensor(x, dtype=torch.float32, device=self.device)
+        return image_rows(data, self.config.dim, self.device)
 
     # ---- the protocol
     def reset(self, rng: np.random.Generator) -> None:
@@ -196,30 +179,12 @@ class VAEModel:
         tc = self.train_config
         x = self._tensor(data)
         gen = self._generator(rng)
-        steps_per_epoch = max(1, math.ceil(len(x) / tc.batch_size))
-        total = tc.steps if tc.steps is not None else max(1, math.ceil(tc.epochs * steps_per_epoch))
-        opt = torch.optim.Adam(self.net.parameters(), lr=tc.lr)
-        record = _FitRecord(items=len(x))
-        order = torch.empty(0, dtype=torch.long, device=self.device)
-        self.net.train()
-        loss = torch.tensor(float("nan"))
-        for step in range(total):
-            if len(order) == 0:  # a fresh shuffle each epoch, from the fit's generator
-                order = torch.randperm(len(x), generator=gen, device=self.device)
-            idx, order = order[: tc.batch_size], order[tc.batch_size:]
-            for g in opt.param_groups:
-                g["lr"] = tc.lr * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * step / total)))
+
+        def neg_elbo(idx: torch.Tensor) -> torch.Tensor:
             eps = torch.randn(len(idx), self.config.latent, generator=gen, device=self.device)
-            loss = -self.net.elbo(x[idx], eps).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if tc.grad_clip > 0:
-                nn.utils.clip_grad_norm_(self.net.parameters(), tc.grad_clip)
-            opt.step()
-            record.processed += len(idx)
-            record.steps += 1
-        record.train_loss = float(loss.detach())
-        self._fit = record
+            return -self.net.elbo(x[idx], eps).mean()
+
+        self._fit = train_minibatches(self.net, len(x), neg_elbo, tc, gen=gen)
 
     @torch.no_grad()
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -269,9 +234,7 @@ class VAEModel:
         """
         enc, dec = self._macs(self.net.encoder), self._macs(self.net.decoder)
         if op == "fit":
-            f = self._fit
-            per_item = f.processed / f.items if f.items else self.train_config.epochs
-            return 6.0 * (enc + dec) * per_item * n_items
+            return 6.0 * (enc + dec) * self._fit.passes(self.train_config.epochs) * n_items
         if op == "sample":
             return 2.0 * dec * n_items
         if op == "score":
@@ -286,10 +249,8 @@ class VAEModel:
 
     def state_dict(self) -> dict[str, Any]:
         """Weights (CPU tensors) and the last fit's counts; loadable with weights_only."""
-        weights = {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()}
-        return {"weights": weights, "fit_items": self._fit.items, "fit_processed": self._fit.processed}
+        return {"weights": cpu_weights(self.net), **self._fit.state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.net.load_state_dict({k: v.to(self.device) for k, v in state["weights"].items()})
-        self._fit = _FitRecord(items=int(state.get("fit_items", 0)),
-                               processed=int(state.get("fit_processed", 0)))
+        self._fit = FitRecord.from_state(state)
