@@ -24,6 +24,9 @@ from pathlib import Path
 
 from sweep.config import ConfigError, load_config
 
+RUN_DIR_HELP = ("the sweep directory (runs/NAME), or its URI on object storage "
+                "(s3://bucket/prefix/NAME: downloaded into the local cache first)")
+
 EXAMPLES = """examples:
   collapse-sweep chain --set recursion.regime=accumulate --set recursion.generations=50
   collapse-sweep chain configs/lm-chain.yaml --set curation.scorer=oracle --set curation.strength=0.5
@@ -32,6 +35,8 @@ EXAMPLES = """examples:
   collapse-sweep run configs/quick.yaml --name quick
   collapse-sweep resume runs/quick
   collapse-sweep analyze runs/quick && collapse-sweep report runs/quick
+  collapse-sweep run configs/quick.yaml --storage s3://my-bucket/runs   # no shared disk needed
+  collapse-sweep analyze s3://my-bucket/runs/quick
 """
 
 
@@ -88,8 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None, help="run name (default: config `name`)")
     p.add_argument("--address", default=None,
                    help="Ray cluster to join: 'auto' or HOST:PORT (default: a local Ray)")
-    p.add_argument("--storage", default="./runs", help="local or shared (NFS) directory; URLs such as s3://... are refused "
-                   "(default ./runs)")
+    p.add_argument("--storage", default="./runs",
+                   help="where runs go: a local or shared (NFS) directory, or object storage "
+                        "such as s3://bucket/prefix (credentials and endpoint from the usual "
+                        "AWS_* variables; the driver keeps a local cache in "
+                        "$COLLAPSE_SWEEP_CACHE, default ~/.cache/collapse-sweep) (default ./runs)")
     p.add_argument("--quiet", action="store_true", help="no live progress table")
     p.add_argument("--no-check", action="store_true",
                    help="skip the health check before the trials (same as --set search.check=false)")
@@ -106,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "from their last generation's checkpoint. Nothing "
                                    "is unpickled from RUN_DIR: the sweep is rebuilt from "
                                    "sweep.yaml, the ledger, optuna.db and the trials' checkpoints.")
-    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the sweep directory (runs/NAME)")
+    p.add_argument("run_dir", metavar="RUN_DIR", help=RUN_DIR_HELP)
     p.add_argument("--address", default=None,
                    help="Ray cluster to join: 'auto' or HOST:PORT (default: a local Ray)")
     p.add_argument("--quiet", action="store_true", help="no live progress table")
@@ -116,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "the best trial per regime, parameter importance per objective "
                                    "and the cheapest configuration that does not collapse; write "
                                    "RUN_DIR/analysis.json. Works on running and partial sweeps.")
-    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the sweep directory (runs/NAME)")
+    p.add_argument("run_dir", metavar="RUN_DIR", help=RUN_DIR_HELP)
 
     p = sub.add_parser("report", help="write RUN_DIR/report/index.html with figures",
                        description="A self-contained HTML page (figures embedded) with the answer, "
@@ -124,15 +132,16 @@ def build_parser() -> argparse.ArgumentParser:
                                    "collapse, per-generation trajectories and, for analytic "
                                    "families, the closed forms of sweep/theory/REFERENCES.md; "
                                    "also results.csv and generations.csv.")
-    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the sweep directory (runs/NAME)")
+    p.add_argument("run_dir", metavar="RUN_DIR", help=RUN_DIR_HELP)
 
     p = sub.add_parser("tensorboard", help="serve a run's TensorBoard logs on 127.0.0.1",
                        description="TensorBoard over RUN_DIR: one run per trial (scalars grouped "
                                    "quality/ tail/ diversity/ compute/, HParams with the final "
                                    "metrics) and the sweep's Pareto image. Bound to 127.0.0.1; "
                                    "from another machine use ssh -L PORT:127.0.0.1:PORT.")
-    p.add_argument("run_dir", type=Path, metavar="RUN_DIR",
-                   help="a sweep directory, or any directory of TensorBoard event files")
+    p.add_argument("run_dir", metavar="RUN_DIR",
+                   help="a sweep directory (or its s3://... URI, downloaded and refreshed every "
+                        "30 s), or any directory of TensorBoard event files")
     p.add_argument("--port", type=int, default=6006, help="port on 127.0.0.1 (default 6006)")
 
     p = sub.add_parser("dashboard", help="serve the sweep's Optuna study (optuna-dashboard) on 127.0.0.1",
@@ -140,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "the objectives' names, feasible vs infeasible trials, importance "
                                    "per objective, and per trial its Tune id and trials/<id> "
                                    "directory. Needs: pip install 'collapse-sweep[dashboard]'.")
-    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the sweep directory (runs/NAME)")
+    p.add_argument("run_dir", metavar="RUN_DIR", help=RUN_DIR_HELP)
     p.add_argument("--port", type=int, default=8080, help="port on 127.0.0.1 (default 8080)")
 
     p = sub.add_parser("theory", help="reproduce the analytic collapse results (pass/fail)",
@@ -180,7 +189,7 @@ class _Interrupted(Exception):
 
 
 @contextlib.contextmanager
-def _interruptible(run_dir: Path) -> Iterator[None]:
+def _interruptible(run_dir: Path | str) -> Iterator[None]:
     """Ctrl-C during a sweep: "interrupted: N of M trials done; resume with: ..." (exit 130).
 
     The first Ctrl-C lets Tune stop its trials (SweepInterrupted); a second one arrives as
@@ -196,24 +205,60 @@ def _interruptible(run_dir: Path) -> Iterator[None]:
         raise _Interrupted(_interrupted_line(run_dir, None, None)) from None
 
 
-def _interrupted_line(run_dir: Path, done: int | None, total: int | None) -> str:
+def _interrupted_line(run_dir: Path | str, done: int | None, total: int | None) -> str:
     if done is None or total is None:
         try:
             from sweep.rundir.integrity import finished_trials
+            from sweep.rundir.storage import cache_dir, is_uri
             from sweep.search.space import validate_search
 
-            config = load_config(run_dir / "sweep.yaml")
-            done, total = finished_trials(run_dir, config.name), validate_search(config).num_trials
+            local = cache_dir(str(run_dir)) if is_uri(run_dir) else Path(run_dir)
+            config = load_config(local / "sweep.yaml")
+            done, total = finished_trials(local, config.name), validate_search(config).num_trials
         except Exception:  # noqa: BLE001 - interrupted before the run directory was written
             return "interrupted before any trial ran"
     return (f"interrupted: {done} of {total} trials done; resume with: collapse-sweep resume "
             f"{shlex.quote(str(run_dir))}")
 
 
-def _require_run_dir(run_dir: Path) -> Path:
+def _require_run_dir(run_dir: Path | str) -> Path:
+    """A sweep directory; a URI is downloaded into its local cache first (unless a driver on
+    this machine is writing that cache: it is then the newest copy)."""
     from sweep.rundir.layout import require_sweep_dir
 
+    if _is_uri(run_dir):
+        from sweep.rundir.lock import driver_running
+        from sweep.rundir.storage import RunStorage, cache_dir, pull_run
+
+        storage = RunStorage(str(run_dir))
+        if not storage.exists("sweep.yaml"):
+            raise ConfigError(f"RUN_DIR: {run_dir} is not a sweep directory (no sweep.yaml)")
+        local = cache_dir(str(run_dir))
+        if not driver_running(local):
+            pull_run(storage, local)
+        return require_sweep_dir(local)
     return require_sweep_dir(run_dir)
+
+
+def _is_uri(run_dir: Path | str) -> bool:
+    from sweep.rundir.storage import is_uri
+
+    return is_uri(run_dir)
+
+
+def _upload(run_dir: Path | str, local: Path, *names: str) -> None:
+    """Results an analysis wrote into the cache of a URI run go back to the URI too."""
+    if not _is_uri(run_dir):
+        return
+    from sweep.rundir.storage import RunStorage
+
+    storage = RunStorage(str(run_dir))
+    for name in names:
+        path = local / name
+        if path.is_dir():
+            storage.put_tree(path, name)
+        elif path.is_file():
+            storage.put(path, name)
 
 
 # --------------------------------------------------------------------------- commands
@@ -254,7 +299,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         except ConfigError as exc:
             raise ConfigError(f"--{exc}") from None  # "name: ..." -> "--name: ..."
     spec = validate_search(config)  # every search error surfaces before Ray starts
-    if "://" not in args.storage:  # run_sweep refuses URLs with its own message
+    if not _is_uri(args.storage):  # a URI is checked by run_sweep (a write to the bucket)
         check_output_dir(args.storage, "--storage")
     if args.address is None:  # trials run here: they must fit in this machine's memory
         check_memory(config, chains=spec.concurrency)
@@ -265,62 +310,108 @@ def cmd_run(args: argparse.Namespace) -> int:
              address=args.address, enabled=not args.quiet)
     from sweep.search.driver import run_sweep
 
-    run_dir = Path(args.storage) / config.name
-    with _interruptible(run_dir):
+    if _is_uri(args.storage):
+        from sweep.rundir.storage import join
+
+        where: Path | str = join(args.storage, config.name)
+    else:
+        where = Path(args.storage) / config.name
+    with _interruptible(where):
         run_dir = run_sweep(config, storage=args.storage, address=args.address,
                             progress=not args.quiet, extend=args.extend,
                             overwrite=args.overwrite)
-    _print_next_steps(run_dir)
+    _print_next_steps(run_dir, where)
     return 0
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
     from sweep.observe.status import announce
 
-    _require_run_dir(args.run_dir)
-    announce(args.run_dir.name, trials=0, concurrency=0, address=args.address, resume=True,
+    if _is_uri(args.run_dir):  # resume_sweep downloads it (under the driver's lock)
+        where: Path | str = args.run_dir.rstrip("/")
+        name = where.rpartition("/")[2]
+    else:
+        where = _require_run_dir(args.run_dir)
+        name = where.name
+    announce(name, trials=0, concurrency=0, address=args.address, resume=True,
              enabled=not args.quiet)
     from sweep.search.driver import resume_sweep
 
-    with _interruptible(args.run_dir):
-        run_dir = resume_sweep(_require_run_dir(args.run_dir), address=args.address,
-                               progress=not args.quiet)
-    _print_next_steps(run_dir)
+    with _interruptible(where):
+        run_dir = resume_sweep(where, address=args.address, progress=not args.quiet)
+    _print_next_steps(run_dir, where)
     return 0
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     from sweep.analysis.core import analyze
 
-    analyze(_require_run_dir(args.run_dir))
+    local = _require_run_dir(args.run_dir)
+    analyze(local)
+    _upload(args.run_dir, local, "analysis.json")
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from sweep.report.build import build_report
 
-    path = build_report(_require_run_dir(args.run_dir))
+    local = _require_run_dir(args.run_dir)
+    path = build_report(local)
+    _upload(args.run_dir, local, "report", "results.csv", "generations.csv")
     print(f"report: {path}")
+    if _is_uri(args.run_dir):
+        from sweep.rundir.storage import join
+
+        print(f"        {join(args.run_dir, 'report', 'index.html')}")
     return 0
 
 
 def cmd_tensorboard(args: argparse.Namespace) -> int:
     from sweep.observe.serve import serve
 
-    if not args.run_dir.is_dir():
+    if _is_uri(args.run_dir):
+        local = _require_run_dir(args.run_dir)
+        _keep_pulling(args.run_dir, local)
+        serve(local, port=args.port)
+        return 0
+    if not Path(args.run_dir).is_dir():
         raise ConfigError(f"RUN_DIR: {args.run_dir} does not exist")
     serve(args.run_dir, port=args.port)
     return 0
 
 
+PULL_EVERY_S = 30.0  # `tensorboard URI` refreshes its local copy this often
+
+
+def _keep_pulling(uri: str, local: Path) -> None:
+    """Refresh the cache of a URI run in the background while TensorBoard serves it."""
+    import threading
+    import time
+
+    from sweep.rundir.lock import driver_running
+    from sweep.rundir.storage import RunStorage, pull_run
+
+    def loop() -> None:
+        storage = RunStorage(uri)
+        while True:
+            time.sleep(PULL_EVERY_S)
+            try:
+                if not driver_running(local):
+                    pull_run(storage, local)
+            except Exception as exc:  # noqa: BLE001 - a refresh failure keeps the old copy
+                print(f"tensorboard: refreshing {uri} failed: {exc}", file=sys.stderr)
+
+    threading.Thread(target=loop, name="pull-run", daemon=True).start()
+
+
 def cmd_dashboard(args: argparse.Namespace) -> int:
     from sweep.observe.serve import serve_dashboard
 
-    _require_run_dir(args.run_dir)
+    local = _require_run_dir(args.run_dir)
     if not 0 < args.port < 65536:
         raise ConfigError(f"--port: {args.port} is out of range (allowed: 1..65535)")
     try:
-        serve_dashboard(args.run_dir, port=args.port)
+        serve_dashboard(local, port=args.port)
     except (ModuleNotFoundError, FileNotFoundError) as exc:
         raise ConfigError(f"dashboard: {exc}") from None
     return 0
@@ -334,11 +425,17 @@ def cmd_theory(args: argparse.Namespace) -> int:
     return run_theory_command(out=args.out, scale=args.scale)
 
 
-def _print_next_steps(run_dir: Path) -> None:
+def _print_next_steps(run_dir: Path, where: Path | str | None = None) -> None:
     from sweep.analysis.core import analyze
     from sweep.observe.serve import command
 
     analyze(run_dir)
+    if where is not None and _is_uri(where):
+        _upload(where, run_dir, "analysis.json")
+        print(f"\nresults:     {where}/results.parquet (local copy: {run_dir})")
+        print(f"report:      collapse-sweep report {where}")
+        print(f"tensorboard: collapse-sweep tensorboard {where}")
+        return
     print(f"\nresults:     {run_dir / 'results.parquet'}")
     print(f"report:      collapse-sweep report {run_dir}")
     print(f"tensorboard: {command(run_dir)}")

@@ -8,6 +8,12 @@ the ledger (``sweep.rundir.ledger``) makes a resumed sweep run every trial exact
 After the search, ``confirm`` re-runs the cheapest feasible configs on unseen seeds (Tune
 trials of stage ``confirm``; ``sweep.rundir.confirmation`` picks them and the answer). The
 command line is ``collapse-sweep run | resume`` (``sweep.cli``).
+
+``storage`` is a local or shared directory, or a URI (``s3://bucket/prefix``): then the
+driver works in its local cache of the run (``sweep.rundir.storage``), Tune keeps its state
+at the URI, the sweep config travels with each trial, the ledger is kept by an actor on the
+driver's node (``sweep.search.remote``), the trials upload their own files, and the driver
+uploads what it owns as it changes and downloads the trials' files at the end.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import ray
+import yaml
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
@@ -35,6 +42,7 @@ from sweep.rundir.integrity import finished_trials, recover_starts, resume_plan
 from sweep.rundir.layout import SWEEP_FILE, require_sweep_dir
 from sweep.rundir.ledger import Ledger
 from sweep.rundir.lock import LOCK_FILE, driver_lock
+from sweep.rundir.storage import RunStorage, cache_dir, is_uri, join, pull_run
 from sweep.search.loggers import TrialLoggers, check_loggers
 from sweep.search.progress import SweepProgress, SweepSettings, write_sweep_results
 from sweep.search.searcher import build_searcher
@@ -59,6 +67,14 @@ SLOW_CALLBACK_WARN_S = 3.0
 def tune_trainable(config: dict[str, Any]) -> None:
     """The Tune function trainable: one trial = ``run_trial`` with Tune's report/checkpoint."""
     params = {k: v for k, v in config.items() if not k.startswith("__")}
+    base = load_config(yaml.safe_load(config["__sweep"])) if config.get("__sweep") else None
+    where: dict[str, Any] = {"run_dir": Path(config.get("__run_dir", "."))}
+    if config.get("__storage"):  # object storage: this node's cache, the driver's ledger
+        from sweep.search.remote import RemoteLedger
+
+        where = {"run_dir": cache_dir(config["__storage"]),
+                 "storage": RunStorage(config["__storage"]),
+                 "ledger": RemoteLedger(config["__ledger"])}
     if config.get("__driver_pid"):
         _watch_driver(int(config["__driver_pid"]))
     stage = str(config.get("__stage", "search"))
@@ -66,7 +82,7 @@ def tune_trainable(config: dict[str, Any]) -> None:
         params = json.loads(config["__params"])
     ctx = ray.get_runtime_context()
     node = f"{ray.util.get_node_ip_address()}/{ctx.get_node_id()[:8]}"
-    run = dict(run_dir=Path(config["__run_dir"]), params=params,
+    run = dict(**where, params=params, base=base,
                trial_id=tune.get_context().get_trial_id(), number=int(config.get("__number", -1)),
                node=node, report=_tune_report, cpus=float(config.get("__cpus", 1)), stage=stage)
     checkpoint = tune.get_checkpoint()
@@ -156,33 +172,49 @@ class SweepInterrupted(Exception):
         self.run_dir, self.done, self.total = run_dir, done, total
 
 
+def trial_space(settings: SweepSettings, *, driver_pid: int | None,
+                ledger: str | None) -> dict[str, Any]:
+    """What every trial gets besides its params: where the run is, the sweep config (so
+    that no trial reads the driver's disk), its CPU share, the driver to watch, and on
+    object storage the URI and the name of the ledger keeper."""
+    config, run_dir = settings.config, settings.run_dir
+    # The run directory's place is taken from here each time a driver starts, never from
+    # a saved state: a moved or copied run directory resumes where it now is.
+    space = {"__run_dir": str(run_dir.resolve()), "__sweep": dump_config(config),
+             "__cpus": trial_resources(config)["cpu"], "__driver_pid": driver_pid}
+    if settings.storage:
+        space.update(__storage=settings.storage, __ledger=ledger)
+    return space
+
+
+def _tune_storage(settings: SweepSettings) -> str:
+    return settings.storage or str(settings.run_dir.resolve())
+
+
 def _new_tuner(settings: SweepSettings, trainable: Any, *, resume: bool, adopt: list[int],
-               num_samples: int, driver_pid: int | None) -> tune.Tuner:
+               num_samples: int, driver_pid: int | None, ledger: str | None = None) -> tune.Tuner:
     config, spec, run_dir = settings.config, settings.spec, settings.run_dir
     searcher = build_searcher(config, spec, run_dir, resume=resume, adopt=adopt)
     return tune.Tuner(
         trainable,
-        # The run directory's place is taken from here each time a driver starts, never from
-        # a saved state: a moved or copied run directory resumes where it now is.
-        param_space={"__run_dir": str(run_dir.resolve()),
-                     "__cpus": trial_resources(config)["cpu"], "__driver_pid": driver_pid},
+        param_space=trial_space(settings, driver_pid=driver_pid, ledger=ledger),
         tune_config=tune.TuneConfig(
             search_alg=searcher, num_samples=num_samples,
             max_concurrent_trials=spec.concurrency, reuse_actors=True,
             trial_dirname_creator=_trial_dirname),
         run_config=tune.RunConfig(
-            name=TUNE_DIR, storage_path=str(run_dir.resolve()), verbose=0,
+            name=TUNE_DIR, storage_path=_tune_storage(settings), verbose=0,
             failure_config=tune.FailureConfig(max_failures=2),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
             # JSON/CSV keep Tune's ResultGrid readable; no TBX (the project logs its own).
             callbacks=[SweepProgress(settings), JsonLoggerCallback(), CSVLoggerCallback(),
-                       *_trackers(config, run_dir)]))
+                       *_trackers(config, run_dir, settings.storage)]))
 
 
-def _trackers(config: ChainConfig, run_dir: Path) -> list[Any]:
+def _trackers(config: ChainConfig, run_dir: Path, storage: str | None) -> list[Any]:
     """W&B / MLflow callbacks for ``config.loggers`` (TensorBoard is written by the trials)."""
     names = check_loggers(config)
-    return [TrialLoggers(config, run_dir, names)] if names else []
+    return [TrialLoggers(config, run_dir, names, storage=storage)] if names else []
 
 
 def _fit(settings: SweepSettings, *, address: str | None, resume: bool) -> Path:
@@ -205,6 +237,9 @@ def _fit_routed(settings: SweepSettings, *, address: str | None, resume: bool) -
     say = settings.progress is not False
     run_dir, total = settings.run_dir, settings.spec.num_trials
     shutil.rmtree(run_dir / TUNE_DIR, ignore_errors=True)
+    remote = RunStorage(settings.storage) if settings.storage else None
+    if remote is not None:
+        remote.delete(TUNE_DIR)
     if resume:
         recover_starts(run_dir, settings.config)  # a lost ledger: its trials' start records
         adopt, new = resume_plan(run_dir, settings.config, total)
@@ -212,9 +247,11 @@ def _fit_routed(settings: SweepSettings, *, address: str | None, resume: bool) -
         adopt, new = [], total
     started_ray = False
     trainable = tune.with_resources(tune_trainable, trial_resources(settings.config))
+    ledger: str | None = None
     try:
         if adopt or new:
             started_ray = init_ray(address)
+            ledger = _start_keeper(settings)
             route_logs(run_dir)  # ray.init re-installs Ray's own handler
             cpus = int(ray.cluster_resources().get("CPU", 0))
             phase(settings.config.name, f"Ray {'started' if started_ray else 'connected'} "
@@ -223,7 +260,7 @@ def _fit_routed(settings: SweepSettings, *, address: str | None, resume: bool) -
                   f"{run_dir / LOG_FILE}", enabled=say)
             tuner = _new_tuner(settings, trainable, resume=resume, adopt=adopt,
                                num_samples=len(adopt) + new,
-                               driver_pid=os.getpid() if started_ray else None)
+                               driver_pid=os.getpid() if started_ray else None, ledger=ledger)
             tune_log = logging.getLogger("ray.tune.tune")
             hint = _NoTuneRestoreHint()
             tune_log.addFilter(hint)
@@ -236,15 +273,41 @@ def _fit_routed(settings: SweepSettings, *, address: str | None, resume: bool) -
         if todo:
             write_sweep_results(settings, wall_seconds=time.time() - started)
             started_ray = init_ray(address) or started_ray
-            confirm(settings, trainable, todo, driver_pid=os.getpid() if started_ray else None)
+            ledger = ledger or _start_keeper(settings)
+            confirm(settings, trainable, todo, driver_pid=os.getpid() if started_ray else None,
+                    ledger=ledger)
     finally:
+        if remote is not None:  # the trials' tables and events, for analyze / report here
+            pull_run(remote, run_dir)
         write_sweep_results(settings, wall_seconds=time.time() - started)
+        if ledger is not None:
+            _stop_keeper(ledger)
         if started_ray:
             ray.shutdown()
     done = finished_trials(run_dir, settings.config.name)
     if done < total:  # Tune returns early on Ctrl-C (its SIGINT handler ends the run)
         raise SweepInterrupted(run_dir, done, total)
     return run_dir
+
+
+_KEEPERS: dict[str, Any] = {}  # name -> handle: an actor lives while its handle does
+
+
+def _start_keeper(settings: SweepSettings) -> str | None:
+    """Object storage: the ledger keeper on this node (its name); else None."""
+    if not settings.storage:
+        return None
+    from sweep.search.remote import start_keeper
+
+    name, handle = start_keeper(settings.run_dir, settings.storage)
+    _KEEPERS[name] = handle
+    return name
+
+
+def _stop_keeper(name: str) -> None:
+    handle = _KEEPERS.pop(name, None)
+    if handle is not None and ray.is_initialized():
+        ray.kill(handle)
 
 
 def confirmations_to_run(settings: SweepSettings) -> list[dict[str, Any]]:
@@ -264,26 +327,28 @@ def confirmations_to_run(settings: SweepSettings) -> list[dict[str, Any]]:
 
 
 def confirm(settings: SweepSettings, trainable: Any, todo: list[dict[str, Any]], *,
-            driver_pid: int | None = None) -> None:
+            driver_pid: int | None = None, ledger: str | None = None) -> None:
     """Re-run ``todo`` (candidate params) on ``search.confirm.seeds`` unseen seeds each.
 
     One Tune trial per config (its chains in parallel within the trial's CPU share); one a
     killed driver left half-done resumes from its checkpoints (``RUN_DIR/confirm/<id>``).
     """
-    config, spec, run_dir = settings.config, settings.spec, settings.run_dir
+    spec, run_dir = settings.spec, settings.run_dir
     if settings.progress is not False:
         print(f"confirming the {len(todo)} cheapest feasible config(s) on {spec.confirm.seeds} "
               "unseen seeds each ...", file=sys.stderr, flush=True)
     shutil.rmtree(run_dir / CONFIRM_TUNE_DIR, ignore_errors=True)
+    if settings.storage:
+        RunStorage(settings.storage).delete(CONFIRM_TUNE_DIR)
     tuner = tune.Tuner(
         trainable,
-        param_space={"__run_dir": str(run_dir.resolve()), "__stage": "confirm",
-                     "__cpus": trial_resources(config)["cpu"], "__driver_pid": driver_pid,
+        param_space={**trial_space(settings, driver_pid=driver_pid, ledger=ledger),
+                     "__stage": "confirm",
                      "__params": tune.grid_search([json.dumps(p) for p in todo])},
         tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=spec.concurrency,
                                     reuse_actors=True, trial_dirname_creator=_trial_dirname),
         run_config=tune.RunConfig(
-            name=CONFIRM_TUNE_DIR, storage_path=str(run_dir.resolve()), verbose=0,
+            name=CONFIRM_TUNE_DIR, storage_path=_tune_storage(settings), verbose=0,
             failure_config=tune.FailureConfig(max_failures=2),
             callbacks=[JsonLoggerCallback(), CSVLoggerCallback()]))
     tuner.fit()
@@ -297,15 +362,18 @@ def run_sweep(config: ChainConfig, *, name: str | None = None, storage: str = ".
     A run directory that exists already is refused, unless ``extend`` (the same config and
     search space, ``search.trials`` more trials added to its study) or ``overwrite`` (it
     is emptied and the sweep starts over). One driver at a time per run directory.
+    ``storage`` may be a URI (``s3://bucket/prefix``): the run is then ``storage/name`` there
+    and RUN_DIR, returned, is this machine's cache of it (complete when the sweep ends).
     """
     if name is not None:
         config = load_config(config.model_dump(mode="json"), overrides={"name": name})
     spec = validate_search(config)  # every config error before Ray starts
     check_loggers(config)
-    if "://" in storage:
-        raise ConfigError(f"--storage: {storage!r}: use a local or shared (NFS) directory")
     if extend and overwrite:
         raise ConfigError("--extend, --overwrite: choose one")
+    if is_uri(storage):
+        return _run_on_storage(config, spec, join(storage, config.name), address=address,
+                               progress=progress, extend=extend, overwrite=overwrite)
     run_dir = Path(storage) / config.name
     exists = (run_dir / "sweep.yaml").is_file()
     if exists and not (extend or overwrite):
@@ -362,7 +430,36 @@ def sweep_health_check(config: ChainConfig, run_dir: Path, *, progress: bool = T
     return record
 
 
-def extended_config(old: ChainConfig, new: ChainConfig, run_dir: Path) -> ChainConfig:
+def _run_on_storage(config: ChainConfig, spec: Any, run_uri: str, *, address: str | None,
+                    progress: bool, extend: bool, overwrite: bool) -> Path:
+    """``run_sweep`` for a run at a URI; the driver works in its local cache of the run."""
+    remote = RunStorage(run_uri)
+    remote.check_writable()  # bucket, credentials, endpoint: one line before Ray starts
+    exists = remote.exists(SWEEP_FILE)
+    if exists and not (extend or overwrite):
+        raise ConfigError(f"--name: {run_uri} already exists; add trials to it with --extend "
+                          "(same config and search space), start over with --overwrite, or "
+                          "choose another --name")
+    run_dir = cache_dir(run_uri)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with driver_lock(run_dir):
+        _empty(run_dir)  # a cache of an earlier run at this URI is not this run
+        if exists and extend:
+            pull_run(remote, run_dir, checkpoints="unfinished")
+            config = extended_config(load_config(run_dir / SWEEP_FILE), config, run_uri)
+            spec = validate_search(config)
+        elif exists:
+            remote.delete()
+        write_text(run_dir / SWEEP_FILE, dump_config(config))
+        remote.put(run_dir / SWEEP_FILE, SWEEP_FILE)
+        settings = SweepSettings(config=config, spec=spec, run_dir=run_dir, progress=progress,
+                                 storage=run_uri)
+        if spec.check and not (run_dir / HEALTH_FILE).is_file():  # --extend keeps the first
+            sweep_health_check(config, run_dir, progress=progress)
+        return _fit(settings, address=address, resume=exists and extend)
+
+
+def extended_config(old: ChainConfig, new: ChainConfig, run_dir: Path | str) -> ChainConfig:
     """The old sweep with ``new.search.trials`` more trials; ConfigError unless the two agree
     on everything but the trial count, sampler and concurrency (and resources)."""
     free = ("trials", "sampler", "sampler_seed", "concurrency", "check")
@@ -403,9 +500,24 @@ def _empty(run_dir: Path) -> None:
             entry.unlink()
 
 
-def resume_sweep(run_dir: Path, *, address: str | None = None, progress: bool = True) -> Path:
+def resume_sweep(run_dir: Path | str, *, address: str | None = None,
+                 progress: bool = True) -> Path:
     """Continue an interrupted sweep: done trials are not rerun, running ones continue from
-    their own checkpoints, a lost ledger is rebuilt. One driver at a time per run directory."""
+    their own checkpoints, a lost ledger is rebuilt. One driver at a time per run directory.
+    ``run_dir`` may be the run's URI: it is downloaded into the local cache first."""
+    if is_uri(run_dir):
+        run_uri = str(run_dir).rstrip("/")
+        remote = RunStorage(run_uri)
+        if not remote.exists(SWEEP_FILE):
+            raise ConfigError(f"RUN_DIR: {run_uri} is not a sweep directory (no {SWEEP_FILE})")
+        local = cache_dir(run_uri)
+        local.mkdir(parents=True, exist_ok=True)
+        with driver_lock(local):
+            pull_run(remote, local, checkpoints="unfinished")
+            config = load_config(local / SWEEP_FILE)
+            settings = SweepSettings(config=config, spec=validate_search(config), run_dir=local,
+                                     progress=progress, storage=run_uri)
+            return _fit(settings, address=address, resume=True)
     run_dir = require_sweep_dir(run_dir)
     config = load_config(run_dir / SWEEP_FILE)
     settings = SweepSettings(config=config, spec=validate_search(config), run_dir=run_dir,

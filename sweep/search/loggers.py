@@ -144,8 +144,10 @@ def _netrc_has(host: str) -> bool:
 class TrialLoggers(Callback):
     """Tune callback: each finished trial becomes one W&B / MLflow run (background thread)."""
 
-    def __init__(self, config: ChainConfig, run_dir: Path, names: list[str]) -> None:
+    def __init__(self, config: ChainConfig, run_dir: Path, names: list[str], *,
+                 storage: str | None = None) -> None:
         self.config, self.run_dir, self.names = config, Path(run_dir), list(names)
+        self.storage = storage  # object storage: the trial's table is fetched from there
         self._reset()
 
     def _reset(self) -> None:
@@ -154,7 +156,8 @@ class TrialLoggers(Callback):
         self._sinks: list[Any] = []
 
     def __getstate__(self) -> dict[str, Any]:  # tuner.pkl: settings only, no open clients
-        return {"config": self.config, "run_dir": self.run_dir, "names": self.names}
+        return {"config": self.config, "run_dir": self.run_dir, "names": self.names,
+                "storage": self.storage}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -194,6 +197,13 @@ class TrialLoggers(Callback):
     def log_trial(self, trial_id: str, config: dict[str, Any], result: dict[str, Any]) -> None:
         params = {k: v for k, v in config.items() if not str(k).startswith("__")}
         path = self.run_dir / "trials" / trial_id / "generations.parquet"
+        if self.storage and not path.is_file():  # the trial ran on another node
+            from sweep.rundir.storage import RunStorage
+
+            try:
+                RunStorage(self.storage).get(f"trials/{trial_id}/generations.parquet", path)
+            except Exception:  # noqa: BLE001 - a tracker must not stop a sweep
+                pass
         try:
             frame = pd.read_parquet(path) if path.is_file() else pd.DataFrame()
         except Exception:  # noqa: BLE001 - a torn table: log the final metrics only

@@ -34,6 +34,7 @@ from sweep.rundir.results import (
     write_results,
     write_summary,
 )
+from sweep.rundir.storage import RunStorage, push_run
 from sweep.search.space import SearchSpec
 
 PRUNE_AFTER_S = 30.0  # a finished trial's Tune checkpoints are deleted after this long
@@ -54,6 +55,8 @@ class SweepSettings:
     run_dir: Path
     progress: bool | None
     """Draw the status line; None: when stderr is a terminal."""
+    storage: str | None = None
+    """The run's URI on object storage (``run_dir`` is then the driver's local cache)."""
 
     def results(self) -> pd.DataFrame:
         return results_frame(self.run_dir, space=list(self.spec.space),
@@ -66,7 +69,19 @@ def write_sweep_results(settings: SweepSettings, *, wall_seconds: float) -> pd.D
     write_results(settings.run_dir, df)
     write_summary(settings.run_dir, sweep_summary(
         df, tolerance=settings.config.collapse.tolerance, wall_seconds=wall_seconds))
+    if settings.storage:
+        push_run(settings.run_dir, _storage(settings.storage))
     return df
+
+
+_STORAGES: dict[str, RunStorage] = {}
+
+
+def _storage(uri: str) -> RunStorage:
+    """One RunStorage per URI in the driver: it remembers what it has uploaded."""
+    if uri not in _STORAGES:
+        _STORAGES[uri] = RunStorage(uri)
+    return _STORAGES[uri]
 
 
 class SweepProgress(Callback):
@@ -77,7 +92,7 @@ class SweepProgress(Callback):
         self._reset()
 
     def _reset(self) -> None:
-        self._done_dirs: list[tuple[float, str | None]] = []
+        self._done_dirs: list[tuple[float, str | None, Any]] = []
         self._stale = False  # trials finished since results.parquet was last written
         self._refreshed = self._drawn = self._rendered = 0.0
         self._started = time.time()
@@ -138,7 +153,8 @@ class SweepProgress(Callback):
         started = self._trial_started.pop(trial.trial_id, None)
         if started is not None:
             self._durations.append(time.time() - started)
-        self._done_dirs.append((time.time(), trial.path))
+        self._done_dirs.append((time.time(), trial.path,
+                                getattr(trial.storage, "storage_filesystem", None)))
         self._stale = True
         self._maybe_refresh(trials)
 
@@ -177,9 +193,11 @@ class SweepProgress(Callback):
         """
         now = time.time()
         keep = []
-        for finished, path in self._done_dirs:
+        for finished, path, fs in self._done_dirs:
             if now - finished < older_than:
-                keep.append((finished, path))
+                keep.append((finished, path, fs))
+            elif path and self.settings.storage and fs is not None:
+                _prune_remote(fs, path)
             elif path and os.path.isdir(path):
                 for ckpt in Path(path).glob("checkpoint_*"):
                     shutil.rmtree(ckpt, ignore_errors=True)
@@ -246,6 +264,18 @@ class SweepProgress(Callback):
         return (f"[bold]{escape(cfg.name)}[/] {phase} | {done} done{failed_txt}, {running} running, "
                 f"{pending} pending of {total} | elapsed {fmt_seconds(elapsed)} ETA "
                 f"{fmt_seconds(eta)} | best feasible: {escape(best_txt)}")
+
+
+def _prune_remote(fs: Any, path: str) -> None:
+    """Tune's checkpoints of a finished trial at object storage (a failure only keeps them)."""
+    from pyarrow.fs import FileSelector, FileType
+
+    try:
+        for info in fs.get_file_info(FileSelector(path, allow_not_found=True)):
+            if info.type == FileType.Directory and info.base_name.startswith("checkpoint_"):
+                fs.delete_dir(info.path)
+    except Exception:  # noqa: BLE001 - pruning is housekeeping
+        pass
 
 
 def error_text(error_file: str | None) -> str:

@@ -15,6 +15,14 @@ A search trial runs ``search.seeds`` chains on ``search_seeds(seed, k)``; a conf
 (``stage="confirm"``) runs ``search.confirm.seeds`` chains on seeds the search never uses, in
 ``RUN_DIR/confirm/<id>``. With one seed the files are those of a single chain (``ckpt/``,
 ``tb/``); with more, each seed has ``ckpt/seed_<s>`` and ``tb/seed_<s>``.
+
+On object storage (``--storage s3://...``, ``storage`` given) the run directory is this
+node's cache of the run (``sweep.rundir.storage.cache_dir``), the sweep config comes with
+the trial (``base``), the ledger is the driver's (``sweep.search.remote.RemoteLedger``), and
+the trial uploads its own files: ``config.yaml`` when it starts, each chain's checkpoint
+every generation, its table and TensorBoard events as they are written (all before its
+``done`` record), generation 0 to the shared cache. A trial resuming a chain that ran on
+another node downloads that chain's checkpoint first.
 """
 
 from __future__ import annotations
@@ -42,8 +50,14 @@ from sweep.engine.replicates import (  # noqa: F401 - trial_key re-exported for 
     trial_key,
 )
 from sweep.files.atomic import write_parquet, write_text
-from sweep.files.checkpoint import CorruptCheckpoint, load_checkpoint, save_checkpoint
+from sweep.files.checkpoint import (
+    CHECKPOINT_FILE,
+    CorruptCheckpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
 from sweep.rundir.ledger import Ledger
+from sweep.rundir.storage import RunStorage
 from sweep.search.devices import Placement, assigned_gpu_ids, gpu_share, place_trial
 from sweep.search.space import SearchSpec
 
@@ -94,10 +108,16 @@ def trial_seeds(base: ChainConfig, config: ChainConfig, *, stage: str) -> list[i
 
 def run_trial(run_dir: Path, params: dict[str, Any], *, trial_id: str, number: int,
               node: str, report: Report, restored: Path | None = None,
-              cpus: float = 1.0, stage: str = "search") -> dict[str, Any]:
-    """Run (or finish, or look up) the chains of one trial; returns its ledger record."""
+              cpus: float = 1.0, stage: str = "search", base: ChainConfig | None = None,
+              ledger: Any = None, storage: RunStorage | None = None) -> dict[str, Any]:
+    """Run (or finish, or look up) the chains of one trial; returns its ledger record.
+
+    ``base``: the sweep config (default: read from RUN_DIR/sweep.yaml); ``ledger``: an
+    object with ``Ledger``'s methods (default: RUN_DIR's own); ``storage``: the run on
+    object storage, which this trial's files are uploaded to.
+    """
     trial = TrialRun(Path(run_dir), params, trial_id=trial_id, number=number, node=node,
-                     report=report, stage=stage)
+                     report=report, stage=stage, base=base, ledger=ledger, storage=storage)
     if (record := trial.recorded_result()) is not None:
         return record
     trial.place()
@@ -126,14 +146,16 @@ class TrialRun:
     """The state of one trial while it runs; each method is one step of :func:`run_trial`."""
 
     def __init__(self, run_dir: Path, params: dict[str, Any], *, trial_id: str, number: int,
-                 node: str, report: Report, stage: str = "search") -> None:
+                 node: str, report: Report, stage: str = "search",
+                 base: ChainConfig | None = None, ledger: Any = None,
+                 storage: RunStorage | None = None) -> None:
         self.run_dir = run_dir
         self.params = params
         self.trial_id = trial_id
         self.number = number
         self.node = node
         self.report = report
-        base = sweep_config(run_dir)
+        base = base if base is not None else sweep_config(run_dir)
         self.objectives = list(search_spec(base).objectives)
         self.config = trial_config(base, params)
         self.stage = stage
@@ -141,7 +163,8 @@ class TrialRun:
         self.key = trial_key(self.config, self.seeds)
         self.placed = self.config  # model.device resolved by place(); builds the chains
         self.placement: Placement | None = None
-        self.ledger = Ledger(run_dir)
+        self.ledger = ledger if ledger is not None else Ledger(run_dir)
+        self.storage = storage
         self.owner: dict[str, Any] | None = None  # the ledger's start record of this trial
         self.chains: list[Chain] = []  # one per seed, in the order of self.seeds
         self.stage_dir = run_dir / STAGE_DIRS[stage]
@@ -182,14 +205,42 @@ class TrialRun:
         record = self.ledger.done(self.key)
         self.owner = self.ledger.started(self.key)
         if record is None and self.owner is not None and self.owner.get("number") != self.number:
-            record = _wait_for_owner(self.ledger, self.key,
-                                     self.stage_dir / self.owner["trial_id"] / "ckpt")
+            record = _wait_for_owner(self.ledger, self.key, self._owner_progress())
         if record is None:
             return None
         _record_reuse(self.stage_dir, self.ledger, record, trial_id=self.trial_id,
-                      number=self.number)
+                      number=self.number, storage=self.storage, run_dir=self.run_dir)
         self.report(_metrics(record, done=True, generation=record.get("generations_run", 0)), None)
         return record
+
+    def _owner_progress(self) -> Callable[[], float]:
+        """When the owning chain last made progress: its heartbeat in the driver's ledger
+        keeper (object storage: the owner may run on another node), else its checkpoints."""
+        if hasattr(self.ledger, "last_beat"):
+            return lambda: self.ledger.last_beat(self.key) or 0.0
+        ckpt_dir = self.stage_dir / self.owner["trial_id"] / "ckpt"
+        return lambda: max((c.stat().st_mtime for c in ckpt_dir.rglob(CHECKPOINT_FILE)),
+                           default=0.0)
+
+    def _rel(self, path: Path) -> str:
+        return path.relative_to(self.run_dir).as_posix()
+
+    def push(self, path: Path) -> None:
+        """Upload a file or directory of this run (object storage only; unchanged files are
+        skipped)."""
+        if self.storage is None or not path.exists():
+            return
+        if path.is_dir():
+            self.storage.put_tree(path, self._rel(path))
+        else:
+            self.storage.put(path, self._rel(path))
+
+    def _stored_states(self, tmp: Path) -> list[Path | None]:
+        """The owner's checkpoints from the storage (a chain that ran on another node)."""
+        if self.storage is None or self.owner is None:
+            return []
+        self.storage.get_tree(self._rel(self.tdir / "ckpt"), tmp)
+        return [tmp / self._sub(seed) for seed in self.seeds]
 
     # ---------------------------------------------------------------- 2. the chain
     def open_chain(self, restored: Path | None) -> list[Chain]:
@@ -198,10 +249,17 @@ class TrialRun:
         if self.owner is not None:  # a restarted (or taken-over) trial keeps its directory
             self.tdir = self.stage_dir / self.owner["trial_id"]
         resumed: dict[int, int] = {}
+        with tempfile.TemporaryDirectory() as tmp:
+            stored = self._stored_states(Path(tmp))
+            states = [_newest_state([None if restored is None else restored / self._sub(seed),
+                                     self.ckpt_dir(seed), *stored[i:i + 1]])
+                      for i, seed in enumerate(self.seeds)]
         for i, seed in enumerate(self.seeds):
-            sub = self._sub(seed)
-            state = _newest_state([None if restored is None else restored / sub,
-                                   self.ckpt_dir(seed)])
+            state = states[i]
+            if state is None and self.storage is not None:  # generation 0 fit on another node
+                cache = self.cache_dir(seed)
+                if not (cache / CHECKPOINT_FILE).is_file():
+                    self.storage.get_tree(self._rel(cache), cache)
             shared = _load_cache(self.cache_dir(seed)) if state is None else None
             chain = Chain(self.placed.model_copy(update={"seed": seed}),
                           model0_state=(shared or {}).get("model0"))
@@ -219,6 +277,7 @@ class TrialRun:
             self.ledger.append("resume", key=self.key, trial_id=self.tdir.name, generation=0)
         elif not resumed:
             write_text(self.tdir / "config.yaml", dump_config(self.config))
+            self.push(self.tdir / "config.yaml")
             self.ledger.append("start", key=self.key, trial_id=self.tdir.name, number=self.number,
                                params=self.params, seed=self.config.seed, seeds=self.seeds,
                                node=self.node, stage=self.stage,
@@ -283,6 +342,7 @@ class TrialRun:
         """Each chain's final metrics to its TensorBoard run (closing twice is a no-op)."""
         for chain, logger in zip(self._chains(), loggers, strict=True):
             logger.close(chain_record(chain, objectives=self.objectives))
+        self.push(self.tdir / "tb")  # the final metrics, before Tune hears the last report
 
     def step(self, logger: Any) -> None:
         """One generation of every unfinished chain (``logger``: the per-seed loggers and the
@@ -296,6 +356,7 @@ class TrialRun:
             if (chain.generation == 1 and not self.shared_model0[i]
                     and _load_cache(cache, warn=False) is None):
                 save_checkpoint(cache, {"model0": chain.model0_state})
+                self.push(cache)
 
         active = [i for i, c in enumerate(self._chains()) if not c.done]
         if pool is None:
@@ -311,6 +372,9 @@ class TrialRun:
             payloads[seed] = {**chain.state_dict(), "shared_model0": self.shared_model0[i],
                               "sweep_seconds": self.elapsed()}
             save_checkpoint(self.ckpt_dir(seed), payloads[seed])
+            self.push(self.ckpt_dir(seed) / CHECKPOINT_FILE)
+        if self.storage is not None and hasattr(self.ledger, "beat"):
+            self.ledger.beat(self.key)
         return payloads
 
     def report_progress(self, payloads: dict[int, dict[str, Any]], *, with_checkpoint: bool) -> None:
@@ -337,6 +401,8 @@ class TrialRun:
         frame = self.frame()
         if frame is not None:
             write_parquet(frame, self.tdir / "generations.parquet")
+            self.push(self.tdir / "generations.parquet")
+            self.push(self.tdir / "tb")
 
     def aggregate(self, error: Exception | None = None) -> dict[str, Any]:
         """The trial's record from its chains' (means, standard errors, the gap's bound)."""
@@ -361,9 +427,11 @@ class TrialRun:
         frame = self.frame()
         if frame is not None:
             write_parquet(frame, self.tdir / "generations.parquet")
+        self.push(self.tdir / "generations.parquet")
         self.ledger.append("done", **record)  # durable before Tune (and Optuna) hear of it
         self.record = record
         _log_trial_summary(self.tdir / "tb", record, frame, metric=self.config.collapse.metric)
+        self.push(self.tdir / "tb")
         return record
 
     def elapsed(self) -> float:
@@ -436,13 +504,13 @@ class _ChainLogger:
         print(f"chain logger disabled: {type(exc).__name__}: {exc}", file=sys.stderr)
 
 
-def _wait_for_owner(ledger: Ledger, key: str, ckpt_dir: Path, *,
+def _wait_for_owner(ledger: Any, key: str, progress: Callable[[], float], *,
                     stall_s: float = OWNER_STALL_S) -> dict[str, Any] | None:
-    """The owner's done record, or None once its checkpoints have not moved for ``stall_s``."""
+    """The owner's done record, or None once it has made no progress (``progress()``: the
+    time of its last checkpoint or heartbeat) for ``stall_s``."""
     last = time.time()
     while (record := ledger.done(key)) is None:
-        for ckpt in ckpt_dir.rglob("chain.pt"):
-            last = max(last, ckpt.stat().st_mtime)
+        last = max(last, progress())
         if time.time() - last > stall_s:
             return None
         time.sleep(0.2)
@@ -467,13 +535,18 @@ def _log_trial_summary(log_dir: Path, record: dict[str, Any], frame: pd.DataFram
         _ChainLogger._warn(exc)
 
 
-def _record_reuse(stage_dir: Path, ledger: Ledger, record: dict[str, Any], *, trial_id: str,
-                  number: int) -> None:
+def _record_reuse(stage_dir: Path, ledger: Any, record: dict[str, Any], *, trial_id: str,
+                  number: int, storage: RunStorage | None = None,
+                  run_dir: Path | None = None) -> None:
     if record["trial_id"] == trial_id or number == record.get("number"):
         return  # the same trial, restarted after a crash
     src, dst = stage_dir / record["trial_id"], stage_dir / trial_id
     for name in ("config.yaml", "generations.parquet"):  # so trials/<id>/ is complete
-        if (src / name).is_file() and not (dst / name).exists():
+        if storage is not None and run_dir is not None:  # the owner may be on another node
+            rel_src, rel_dst = ((d / name).relative_to(run_dir).as_posix() for d in (src, dst))
+            if storage.exists(rel_src) and not storage.exists(rel_dst):
+                storage.copy(rel_src, rel_dst)
+        elif (src / name).is_file() and not (dst / name).exists():
             dst.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src / name, dst / name)
     ledger.append("reuse", key=record["key"], trial_id=trial_id, number=number,
