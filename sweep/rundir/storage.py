@@ -30,7 +30,7 @@ from pathlib import Path
 
 from sweep.config import ConfigError
 from sweep.files.atomic import atomic_path
-from sweep.rundir.ledger import LEDGER_FILE, Ledger
+from sweep.rundir.ledger import Ledger
 
 CACHE_ENV = "COLLAPSE_SWEEP_CACHE"
 #: Never uploaded by the driver: the trials upload their own directories; Tune writes its
@@ -213,20 +213,25 @@ def push_run(local: Path, storage: RunStorage) -> int:
     return storage.put_tree(local, skip=lambda sub: sub.split("/", 1)[0] in DRIVER_SKIP)
 
 
-def pull_run(storage: RunStorage, local: Path, *, checkpoints: str = "none") -> Path:
+def pull_run(storage: RunStorage, local: Path, *, checkpoints: str = "none",
+             trials_only: bool = False) -> Path:
     """Bring ``local`` up to date with the run at ``storage``; returns ``local``.
 
     ``checkpoints``: ``none`` (analysis: tables, configs, TensorBoard events only) or
     ``unfinished`` (resume: also the checkpoints of trials whose ``done`` record the ledger
     lacks, the ones that continue). Tune's state and the generation-0 cache stay remote.
+    ``trials_only``: only the trials' directories (the driver, whose own files are newer).
     """
     local.mkdir(parents=True, exist_ok=True)
-    storage.get_tree("", local, keep=lambda sub: "/" not in sub)  # sweep.yaml, ledger, db...
+    if not trials_only:  # sweep.yaml, the ledger, optuna.db, results...
+        storage.get_tree("", local, keep=lambda sub: "/" not in sub)
     finished = {r.get("trial_id") for r in Ledger(local).records() if r.get("event") == "done"}
 
     def keep(sub: str) -> bool:
         top, _, rest = sub.partition("/")
-        if top in ("tune", "tune-confirm", "cache") or "/" not in sub or top == LEDGER_FILE:
+        if top in ("tune", "tune-confirm", "cache") or "/" not in sub:
+            return False
+        if trials_only and top not in TRIAL_ROOTS:
             return False
         if top in TRIAL_ROOTS:
             trial, _, inner = rest.partition("/")

@@ -38,7 +38,12 @@ from sweep.files.atomic import write_text
 from sweep.observe.status import LOG_FILE, phase, route_logs
 from sweep.rundir.confirmation import candidate_params, confirmation_candidates
 from sweep.rundir.health import HEALTH_FILE, health_warning, write_health
-from sweep.rundir.integrity import finished_trials, recover_starts, resume_plan
+from sweep.rundir.integrity import (
+    FIRST_NUMBER_FILE,
+    finished_trials,
+    recover_starts,
+    resume_plan,
+)
 from sweep.rundir.layout import SWEEP_FILE, require_sweep_dir
 from sweep.rundir.ledger import Ledger
 from sweep.rundir.lock import LOCK_FILE, driver_lock
@@ -195,6 +200,8 @@ def _new_tuner(settings: SweepSettings, trainable: Any, *, resume: bool, adopt: 
                num_samples: int, driver_pid: int | None, ledger: str | None = None) -> tune.Tuner:
     config, spec, run_dir = settings.config, settings.spec, settings.run_dir
     searcher = build_searcher(config, spec, run_dir, resume=resume, adopt=adopt)
+    if settings.storage:  # where this sweep's trials start in the study, before any trial
+        RunStorage(settings.storage).put(run_dir / FIRST_NUMBER_FILE, FIRST_NUMBER_FILE)
     return tune.Tuner(
         trainable,
         param_space=trial_space(settings, driver_pid=driver_pid, ledger=ledger),
@@ -278,7 +285,7 @@ def _fit_routed(settings: SweepSettings, *, address: str | None, resume: bool) -
                     ledger=ledger)
     finally:
         if remote is not None:  # the trials' tables and events, for analyze / report here
-            pull_run(remote, run_dir)
+            pull_run(remote, run_dir, trials_only=True)
         write_sweep_results(settings, wall_seconds=time.time() - started)
         if ledger is not None:
             _stop_keeper(ledger)

@@ -310,18 +310,19 @@ class TrialRun:
                 try:
                     self.step((loggers, pool))
                 except Exception as exc:  # noqa: BLE001 - a chain's own error: a failed trial
-                    self.finish(self.aggregate(error=exc))
                     self._close(loggers)
+                    self.finish(self.aggregate(error=exc))
                     self.report(_metrics(self.record, done=True,
                                          generation=self.chain.generation), None)
                     break
                 payloads = self.save()
                 self.record = self.aggregate()
                 if self.done:
-                    self.finish(self.record)
-                    # TensorBoard gets the final metrics and the session end before Tune
-                    # hears the last report: that report may end the trial's process.
+                    # TensorBoard gets the final metrics and the session end before the
+                    # done record (on object storage: uploaded) and before Tune hears the
+                    # last report, which may end the trial's process.
                     self._close(loggers)
+                    self.finish(self.record)
                 elif frames.due():
                     self.write_frame()
                 if self.done or reports.due():
@@ -331,8 +332,8 @@ class TrialRun:
             if pool is not None:
                 pool.shutdown()
         if "key" not in self.record:  # restored finished chains whose end was not recorded yet
-            self.finish(self.aggregate())
             self._close(loggers)
+            self.finish(self.aggregate())
             self.report(_metrics(self.record, done=True, generation=self.chain.generation - 1),
                         None)
         self._close(loggers)
@@ -342,7 +343,6 @@ class TrialRun:
         """Each chain's final metrics to its TensorBoard run (closing twice is a no-op)."""
         for chain, logger in zip(self._chains(), loggers, strict=True):
             logger.close(chain_record(chain, objectives=self.objectives))
-        self.push(self.tdir / "tb")  # the final metrics, before Tune hears the last report
 
     def step(self, logger: Any) -> None:
         """One generation of every unfinished chain (``logger``: the per-seed loggers and the
@@ -427,11 +427,11 @@ class TrialRun:
         frame = self.frame()
         if frame is not None:
             write_parquet(frame, self.tdir / "generations.parquet")
+        _log_trial_summary(self.tdir / "tb", record, frame, metric=self.config.collapse.metric)
         self.push(self.tdir / "generations.parquet")
+        self.push(self.tdir / "tb")  # the trial's files are stored before its done record
         self.ledger.append("done", **record)  # durable before Tune (and Optuna) hear of it
         self.record = record
-        _log_trial_summary(self.tdir / "tb", record, frame, metric=self.config.collapse.metric)
-        self.push(self.tdir / "tb")
         return record
 
     def elapsed(self) -> float:
