@@ -316,9 +316,10 @@ from sweep.search.driver import run_sweep
 from tests.faults import ENV, Faults
 
 cfg = load_config(sys.argv[1])
-# A Gaussian generation takes microseconds: without a pause one node can finish every
-# trial before Tune places one on the other (see test_tune's two-node test).
-Faults(pathlib.Path(sys.argv[3])).slow(cfg.name, seconds_per_generation=0.1)
+# A Gaussian generation takes microseconds: without a pause the head, whose trial actor is
+# reused, finished all four trials before the worker node's first actor had started (a
+# fresh process importing torch; 0.1 s per generation was not enough on a loaded machine).
+Faults(pathlib.Path(sys.argv[3])).slow(cfg.name, seconds_per_generation=0.4)
 ray.init(address=sys.argv[2], include_dashboard=False, log_to_driver=False,
          runtime_env={"worker_process_setup_hook": "tests.faults.install",
                       "env_vars": {ENV: sys.argv[3], "PYTHONPATH": os.environ["PYTHONPATH"]}})
@@ -326,6 +327,7 @@ try:
     run_dir = run_sweep(cfg, storage=sys.argv[4], address=sys.argv[2], progress=False)
     df = pd.read_parquet(run_dir / "results.parquet")
     tables = sum((run_dir / "trials" / t / "generations.parquet").is_file() for t in df.trial_id)
+    print(df[["node", "trial_id", "seconds"]].to_string())
     print("NODES", df["node"].nunique(), "ROWS", len(df), "FINISHED",
           int(df.status.isin(["finished", "stopped_collapsed"]).sum()), "TABLES", tables)
 finally:
