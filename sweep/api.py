@@ -140,11 +140,15 @@ def run_sweep(config: ChainConfig | dict | str | Path, *, overrides: list[str] |
 
 def resume_sweep(run_dir: str | Path, *, address: str | None = None,
                  progress: bool = True) -> SweepResult:
-    """Continue an interrupted sweep (finished trials are not rerun) and read its results."""
+    """Continue an interrupted sweep (finished trials are not rerun) and read its results.
+
+    ``run_dir`` may be a run's URI (``s3://bucket/prefix/NAME``)."""
     from sweep.observe.status import announce
 
-    announce(Path(run_dir).name, trials=0, concurrency=0, address=address, resume=True,
-             enabled=progress)
+    announce(str(run_dir).rstrip("/").rpartition("/")[2], trials=0, concurrency=0,
+             address=address, resume=True, enabled=progress)
+    from sweep.rundir.storage import is_uri
     from sweep.search.driver import resume_sweep as resume  # imports Ray
 
-    return load_sweep(resume(Path(run_dir), address=address, progress=progress))
+    where = str(run_dir) if is_uri(run_dir) else Path(run_dir)  # a URI keeps its "//"
+    return load_sweep(resume(where, address=address, progress=progress))
