@@ -104,6 +104,7 @@ def tiny(name: str, *, trials: int = 4, generations: int = 6, seeds: int = 1):
         "curation": {"scorer": "self"},
         "collapse": {"metric": "real_nll", "tolerance": 0.05},
         "search": {"sampler": "grid", "trials": trials, "concurrency": 2, "seeds": seeds,
+                   "check": False,  # the health check is tested elsewhere; not storage
                    "confirm": {"top": 0}, "space": {
                        "recursion.regime": {"choice": ["replace", "accumulate"]},
                        "recursion.real_fraction": {"grid": [0.0, 0.5]}}},
