@@ -95,6 +95,24 @@ def test_digits_minority_share_and_split():
         ImageSource(minority_class=12)
 
 
+def test_builtin_digits_are_scikit_learns_without_importing_it():
+    """builtin:digits reads scikit-learn's data file itself (no sklearn / SciPy import in a
+    chain process); the arrays are exactly load_digits' scaled to [0, 1]."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from sweep.problems.images import load_images; "
+            "x, y = load_images('builtin:digits'); print(x.shape, 'sklearn' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["(1797,", "8,", "8)", "False"]
+    from sklearn.datasets import load_digits
+
+    x, y = load_images("builtin:digits")
+    d = load_digits()
+    assert x.dtype == np.float32 and y.dtype == np.int64
+    assert np.array_equal(x, (d.images / 16.0).astype(np.float32)) and np.array_equal(y, d.target)
+
+
 @pytest.mark.skipif(not FASHION.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")
 def test_fashion_mnist_from_the_debian_package():
     src = ImageSource(str(FASHION), minority_class=9, minority_share=0.05, max_images=3000)
