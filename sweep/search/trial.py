@@ -33,6 +33,7 @@ import math
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -165,6 +166,7 @@ class TrialRun:
         self.placement: Placement | None = None
         self.ledger = ledger if ledger is not None else Ledger(run_dir)
         self.storage = storage
+        self.uploads = _Uploads(storage) if storage is not None else None
         self.owner: dict[str, Any] | None = None  # the ledger's start record of this trial
         self.chains: list[Chain] = []  # one per seed, in the order of self.seeds
         self.stage_dir = run_dir / STAGE_DIRS[stage]
@@ -372,7 +374,9 @@ class TrialRun:
             payloads[seed] = {**chain.state_dict(), "shared_model0": self.shared_model0[i],
                               "sweep_seconds": self.elapsed()}
             save_checkpoint(self.ckpt_dir(seed), payloads[seed])
-            self.push(self.ckpt_dir(seed) / CHECKPOINT_FILE)
+            if self.uploads is not None:  # in the background: the chain does not wait
+                ckpt = self.ckpt_dir(seed) / CHECKPOINT_FILE
+                self.uploads.put(ckpt, self._rel(ckpt))
         if self.storage is not None and hasattr(self.ledger, "beat"):
             self.ledger.beat(self.key)
         return payloads
@@ -430,6 +434,8 @@ class TrialRun:
         _log_trial_summary(self.tdir / "tb", record, frame, metric=self.config.collapse.metric)
         self.push(self.tdir / "generations.parquet")
         self.push(self.tdir / "tb")  # the trial's files are stored before its done record
+        if self.uploads is not None:
+            self.uploads.flush()  # ... its last checkpoints too
         self.ledger.append("done", **record)  # durable before Tune (and Optuna) hear of it
         self.record = record
         return record
@@ -441,6 +447,62 @@ class TrialRun:
         if not self.chains:
             raise RuntimeError("TrialRun: open_chain() first")
         return self.chains
+
+
+class _Uploads:
+    """A trial's checkpoint uploads to object storage, in a background thread, newest first:
+    a chain whose generations are faster than the storage does not wait for it (the stored
+    checkpoint then skips generations); ``flush`` waits for the last one, before the trial's
+    done record. An upload error is raised by the next ``put`` or ``flush``."""
+
+    IDLE_EXIT_S = 5.0  # the thread ends when idle this long (Tune reuses trial processes)
+
+    def __init__(self, storage: RunStorage) -> None:
+        self.storage = storage
+        self.pending: dict[str, Path] = {}
+        self.busy = False
+        self.error: BaseException | None = None
+        self.cond = threading.Condition()
+        self.thread: threading.Thread | None = None
+
+    def put(self, path: Path, rel: str) -> None:
+        with self.cond:
+            self._raise()
+            self.pending[rel] = path
+            self.cond.notify_all()
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._run, name="ckpt-upload", daemon=True)
+                self.thread.start()
+
+    def flush(self) -> None:
+        with self.cond:
+            while self.pending or self.busy:
+                self.cond.wait()
+            self._raise()
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise RuntimeError(f"checkpoint upload to {self.storage.uri} failed: {error}")
+
+    def _run(self) -> None:
+        while True:
+            with self.cond:
+                if not self.pending and not self.cond.wait_for(lambda: self.pending,
+                                                               timeout=self.IDLE_EXIT_S):
+                    self.thread = None
+                    return
+                rel, path = self.pending.popitem()
+                self.busy = True
+            try:
+                self.storage.put(path, rel)
+            except Exception as exc:  # noqa: BLE001 - handed to the trial's thread
+                with self.cond:
+                    self.error = exc
+            finally:
+                with self.cond:
+                    self.busy = False
+                    self.cond.notify_all()
 
 
 def chain_record(chain: Chain, *, objectives: list[str]) -> dict[str, Any]:
