@@ -43,9 +43,9 @@ def main(family: str, out: Path) -> None:
                 cells.append(f"{v.mean():.4g} ({v.std(ddof=1):.2g}; se {se:.2g})")
             print(f"| {g} | " + " | ".join(cells) + " |")
     for r in REGIMES:
-        print(r, "final fd", [round(dfs[(r, s)]["fd"].iloc[-1], 1) for s in SEEDS],
-              "final minority_share", [round(dfs[(r, s)]["minority_share"].iloc[-1], 4) for s in SEEDS],
-              "generation-0 minority_share", [round(dfs[(r, s)]["minority_share"].iloc[0], 4) for s in SEEDS])
+        print(r, "final fd", [round(float(dfs[(r, s)]["fd"].iloc[-1]), 1) for s in SEEDS],
+              "final minority_share", [round(float(dfs[(r, s)]["minority_share"].iloc[-1]), 4) for s in SEEDS],
+              "generation-0 minority_share", [round(float(dfs[(r, s)]["minority_share"].iloc[0]), 4) for s in SEEDS])
     gap = {r: np.mean([dfs[(r, s)]["fd"].iloc[-1] / dfs[(r, s)]["fd"].iloc[0] - 1 for s in SEEDS])
            for r in REGIMES}
     share = {r: np.array([dfs[(r, s)]["minority_share"].iloc[-1] for s in SEEDS]) for r in REGIMES}
