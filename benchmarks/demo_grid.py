@@ -8,7 +8,7 @@
 Every (regime, real_fraction, seed) of ``configs/quick.yaml`` (``--set`` overrides it) is
 run as one chain with ``collapse.stop_early: false`` (so every gap is measured at the same
 generation and every chain pays its full cost), in ``--workers`` spawned processes (torch
-with one thread each). One row per chain is appended to ``--out`` (a parquet file) as it
+with one thread each; ``--workers 1``: in this process). One row per chain is appended to ``--out`` (a parquet file) as it
 finishes; a rerun skips the chains already there, so a killed grid resumes where it stopped.
 
 Per grid point the summary gives the mean gap, its standard error and one-sided upper
@@ -87,23 +87,30 @@ def run_grid(regimes: list[str], fractions: list[float], seeds: list[int], out: 
         return done
     out.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
+    n = 0
+
+    def record(new: list[dict[str, Any]]) -> None:
+        nonlocal n
+        for row in new:
+            rows.append(row)
+            n += 1
+            say(f"[{n}/{len(todo)} {time.perf_counter() - t0:6.0f}s] {row['regime']:>20} "
+                f"f={row['real_fraction']:.2f} seed {row['seed']}: gap {row['gap']:+.3f} "
+                f"flops {row['total_flops']:.3g} cpu {row['cpu_s']:.1f}s")
+        tmp = out.with_suffix(".tmp")
+        pd.DataFrame(rows).to_parquet(tmp, index=False)
+        os.replace(tmp, out)  # a kill leaves the previous complete file
+
+    if workers <= 1:  # in this process (torch's thread count as it is)
+        for job in todo:
+            record([chain_row(config, overrides, *job)])
+        return pd.DataFrame(rows)
     with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"),
                              initializer=_init_worker) as pool:
         pending = {pool.submit(chain_row, config, overrides, *job) for job in todo}
-        n = 0
         while pending:
             finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in finished:
-                row = fut.result()
-                rows.append(row)
-                n += 1
-                say(f"[{n}/{len(todo)} {time.perf_counter() - t0:6.0f}s] {row['regime']:>20} "
-                    f"f={row['real_fraction']:.2f} seed {row['seed']}: gap {row['gap']:+.3f} "
-                    f"flops {row['total_flops']:.3g} cpu {row['cpu_s']:.1f}s")
-            frame = pd.DataFrame(rows)
-            tmp = out.with_suffix(".tmp")
-            frame.to_parquet(tmp, index=False)
-            os.replace(tmp, out)  # a kill leaves the previous complete file
+            record([fut.result() for fut in finished])
     return pd.DataFrame(rows)
 
 

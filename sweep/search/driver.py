@@ -413,12 +413,20 @@ def sweep_health_check(config: ChainConfig, run_dir: Path, *, progress: bool = T
     started = time.time()
     phase(config.name, "health check: is model 0 converged, is the gap's noise below the "
           "tolerance? (search.check: false skips it)", enabled=progress)
+    import torch
+
+    # A trial's CPU share of threads, as the trials get: torch's default (every core) made
+    # the check's small models ~10x slower in CPU time on a loaded machine (threads spin).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(trial_resources(config)["cpu"])))
     try:
         report = health_check(config, progress=(lambda m: phase(config.name, m)) if progress
                               else None).to_dict()
     except Exception as exc:  # noqa: BLE001 - the sweep itself may still run; say so loudly
         report = {"passed": False, "reason": f"the check could not run: "
                   f"{type(exc).__name__}: {exc}"}
+    finally:
+        torch.set_num_threads(threads)
     searched = [p for p in validate_search(config).space
                 if not p.startswith(("recursion.", "curation.", "collapse."))]
     record = {**report, "seconds": round(time.time() - started, 2),
