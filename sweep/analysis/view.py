@@ -88,7 +88,7 @@ def print_analysis(summary: dict[str, Any], *, console: Console | None = None) -
 
     _print_confirmation(summary, console)
     if warning:
-        console.print("[bold red]the health check of this sweep failed (see the first line): "
+        console.print("[bold red]the health check of this sweep failed (see the top): "
                       "read the answer below as provisional[/bold red]")
     if summary.get("answer_text"):
         console.print(f"[bold green]cheapest non-collapsing configuration (confirmed):[/bold green] "
