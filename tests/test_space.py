@@ -33,7 +33,7 @@ def _search(**search):
      "search.space.recursion.real_fraction: value 2.0 is not valid"),
     ({"space": {"sampling.temperature": {"loguniform": [0.0, 2.0]}}},
      "search.space.sampling.temperature: loguniform: low must be > 0"),
-    ({"sampler": "cmaes"}, "search.sampler: unknown sampler 'cmaes' (allowed: tpe, nsga2, gp, random, grid)"),
+    ({"sampler": "cmaes"}, "search.sampler: unknown sampler 'cmaes' (allowed: cheapest, tpe, nsga2, gp, random, grid)"),
     ({"objectives": {"speed": "min"}}, "search.objectives.speed: unknown objective"),
     ({"objectives": {"quality_gap": "down"}}, "search.objectives.quality_gap"),
     ({"concurrency": 0}, "search.concurrency: input should be greater than or equal to 1"),

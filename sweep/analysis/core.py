@@ -163,7 +163,8 @@ def confirmation_summary(sweep: Sweep) -> dict[str, Any]:
     """
     spec = (sweep.config.search or {}).get("confirm") or {}
     top = int(spec.get("top", 3)) if isinstance(spec, dict) else 3
-    candidates = confirmation_candidates(sweep.results, top) if "key" in sweep.results else \
+    candidates = confirmation_candidates(
+        sweep.results, top, tolerance=sweep.config.collapse.tolerance) if "key" in sweep.results else \
         sweep.results.iloc[:0]
     runs = confirmation_frame(sweep.run_dir)
     table = matched_confirmations(candidates, runs)

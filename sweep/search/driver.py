@@ -1,11 +1,12 @@
 """Sweeps on Ray Tune + Optuna: start or resume one, the trainable that runs its trials.
 
-``run_sweep(config)`` searches ``config.search.space`` with a multi-objective Optuna sampler
-(``sweep.search.searcher``); each trial is one chain (``sweep.search.trial.run_trial``) run
+``run_sweep(config)`` searches ``config.search.space`` with an Optuna sampler (default: the
+cost-ordered ``cheapest``, ``sweep.search.cheapest``; ``sweep.search.searcher``); each trial is one chain (``sweep.search.trial.run_trial``) run
 by the Tune function trainable ``tune_trainable``, which checkpoints every generation and
 reports at most every 2 s. The study lives in ``RUN_DIR/optuna.db`` (study name = run name);
 the ledger (``sweep.rundir.ledger``) makes a resumed sweep run every trial exactly once.
-After the search, ``confirm`` re-runs the cheapest feasible configs on unseen seeds (Tune
+After the search, ``confirm`` re-runs the cheapest configs whose mean gap was within the
+tolerance on unseen seeds (Tune
 trials of stage ``confirm``; ``sweep.rundir.confirmation`` picks them and the answer). The
 command line is ``collapse-sweep run | resume`` (``sweep.cli``).
 
@@ -325,7 +326,8 @@ def confirmations_to_run(settings: SweepSettings) -> list[dict[str, Any]]:
         return []
     ledger = Ledger(settings.run_dir)
     todo = []
-    for _, row in confirmation_candidates(settings.results(), spec.confirm.top).iterrows():
+    for _, row in confirmation_candidates(settings.results(), spec.confirm.top,
+                                              tolerance=config.collapse.tolerance).iterrows():
         params = candidate_params(row)
         cfg = trial_config(config, params)
         if ledger.done(trial_key(cfg, trial_seeds(config, cfg, stage="confirm"))) is None:

@@ -33,8 +33,11 @@ from sweep.config import ChainConfig
 from sweep.files.atomic import write_text
 from sweep.rundir.integrity import FIRST_NUMBER_FILE
 from sweep.search.answer import tell
+from sweep.search.cheapest import CheapestFeasibleSampler
 from sweep.search.space import SearchSpec
 
+#: The objective the ``cheapest`` sampler walks up.
+COST = "total_flops"
 #: The constraint: ``quality_gap - tolerance`` (feasible when <= 0).
 CONSTRAINT = "quality_gap"
 #: Optuna's system attribute for constraint values (a list), as its samplers write it; the
@@ -54,6 +57,9 @@ def make_sampler(spec: SearchSpec, seed: int) -> optuna.samplers.BaseSampler:
                             n_startup_trials=min(10, spec.trials // 3 + 1))
     if spec.sampler == "gp":
         return s.GPSampler(seed=seed, n_startup_trials=min(10, spec.trials // 3 + 1))
+    if spec.sampler == "cheapest":
+        return CheapestFeasibleSampler(spec.distributions(), seed=seed,
+                                       cost_index=list(spec.objectives).index(COST))
     if spec.sampler == "random":
         return s.RandomSampler(seed=seed)
     return s.NSGAIISampler(seed=seed, population_size=max(4, min(50, spec.trials // 4)))

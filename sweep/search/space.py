@@ -2,11 +2,11 @@
 
 ```yaml
 search:
-  sampler: tpe              # tpe | nsga2 | gp | random | grid
+  sampler: cheapest         # cheapest | tpe | nsga2 | gp | random | grid
   trials: 64                # Optuna trials (for grid: at most the grid size)
   concurrency: 8            # trials running at once
   seeds: 5                  # chains per trial (seeds seed .. seed+4): objectives are means
-  confirm: {top: 3, seeds: 10}   # re-run the cheapest feasible configs on unseen seeds
+  confirm: {top: 3, seeds: 20}   # re-run the cheapest plausible configs on unseen seeds
   space:                    # config path -> exactly one distribution
     recursion.regime: {choice: [replace, accumulate, accumulate-subsample]}
     recursion.real_fraction: {uniform: [0.0, 1.0]}            # {uniform: [lo, hi], step: 0.25}
@@ -32,7 +32,7 @@ from sweep.config import ChainConfig, ConfigError, format_validation_error, tria
 from sweep.engine.replicates import DEFAULT_SEEDS
 from sweep.rundir.results import DEFAULT_OBJECTIVES
 
-SAMPLERS = ("tpe", "nsga2", "gp", "random", "grid")
+SAMPLERS = ("cheapest", "tpe", "nsga2", "gp", "random", "grid")
 #: Per-trial results an objective may name (all are columns of results.parquet).
 OBJECTIVES = ("quality_gap", "total_flops", "final_real_nll", "generations_run", "total_label_cost")
 KINDS = ("choice", "grid", "uniform", "loguniform", "int")
@@ -127,9 +127,11 @@ class ConfirmSpec(BaseModel):
 
     top: int = Field(3, ge=0, le=100, description="How many of the cheapest feasible configs "
                      "to re-run (0: no confirmation; the answer is then the search's own).")
-    seeds: int = Field(10, ge=2, le=1000, description="Fresh seeds per re-run config, never used "
+    seeds: int = Field(20, ge=2, le=1000, description="Fresh seeds per re-run config, never used "
                        "by the search; the answer is the cheapest whose upper bound on these "
-                       "seeds is within the tolerance.")
+                       "seeds is within the tolerance. The search benchmark's optimum (mean gap "
+                       "0.016, tolerance 0.03, chain sd 0.020) passes with 20 seeds 95% of the "
+                       "time, with 10 seeds 78%.")
 
 
 class SearchSpec(BaseModel):
@@ -137,9 +139,12 @@ class SearchSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    sampler: Literal["tpe", "nsga2", "gp", "random", "grid"] = Field(
-        "tpe", description="Optuna sampler. tpe (default): multi-objective TPE; "
-        "nsga2: a genetic search that spreads along the Pareto front, for large budgets; gp: "
+    sampler: Literal["cheapest", "tpe", "nsga2", "gp", "random", "grid"] = Field(
+        "cheapest", description="Optuna sampler. cheapest (default): the cheapest configuration "
+        "whose gap stays within the tolerance, found by walking up the predicted cost and "
+        "skipping what is plausibly infeasible (needs total_flops among the objectives; "
+        "no configuration is asked twice); tpe: multi-objective TPE, a picture of the whole "
+        "gap/cost trade-off; nsga2: a genetic search that spreads along the Pareto front, for large budgets; gp: "
         "Gaussian process, for few expensive trials (1-3 s per suggestion); random; grid "
         "(needs a finite space).")
     trials: int = Field(16, ge=1, description="Number of Optuna trials (grid: capped at its size).")
@@ -172,6 +177,9 @@ class SearchSpec(BaseModel):
                 raise ValueError(f"objectives.{name}: unknown objective (allowed: {', '.join(OBJECTIVES)})")
         if not self.objectives:
             raise ValueError(f"objectives: empty (allowed: {', '.join(OBJECTIVES)})")
+        if self.sampler == "cheapest" and "total_flops" not in self.objectives:
+            raise ValueError("sampler: cheapest walks up the cost, so objectives must include "
+                             "total_flops (or pick tpe, nsga2, gp, random, grid)")
         if self.sampler == "grid":
             for path, spec in self.space.items():
                 if spec.values is None:
