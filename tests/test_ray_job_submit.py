@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -24,6 +23,8 @@ from pathlib import Path
 import psutil
 import pytest
 import yaml
+
+from tests.processes import stop_processes
 
 pytestmark = pytest.mark.slow  # a real head and three job submissions: ~30-60 s
 
@@ -66,34 +67,6 @@ def _head_start(temp_dir: str, ports: dict[str, int]) -> str:
             f"--temp-dir={temp_dir} --disable-usage-stats")
 
 
-def _own_processes(temp_dir: str) -> list[psutil.Process]:
-    """This head's processes: those naming its temp dir, and their descendants."""
-    found: dict[int, psutil.Process] = {}
-    for proc in psutil.process_iter(["cmdline"]):
-        try:
-            if any(temp_dir in arg for arg in proc.info["cmdline"] or []):
-                found[proc.pid] = proc
-                for child in proc.children(recursive=True):
-                    found[child.pid] = child
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-    found.pop(os.getpid(), None)
-    return list(found.values())
-
-
-def _stop(temp_dir: str) -> None:
-    for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
-        procs = _own_processes(temp_dir)
-        if not procs:
-            return
-        for proc in procs:
-            try:
-                proc.send_signal(sig)
-            except psutil.NoSuchProcess:
-                pass
-        psutil.wait_procs(procs, timeout=wait)
-
-
 @pytest.fixture(scope="module")
 def head():
     temp_dir = tempfile.mkdtemp(prefix="rjs", dir="/tmp")  # short: Ray's socket paths
@@ -116,7 +89,7 @@ def head():
                                                                          strict=True)),
                "address": f"http://127.0.0.1:{ports['--dashboard-port']}"}
     finally:
-        _stop(temp_dir)
+        stop_processes(temp_dir)
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 

@@ -32,6 +32,7 @@ from sweep.config import dump_config, load_config
 from sweep.files.atomic import write_text
 from sweep.rundir.ledger import Ledger
 from sweep.rundir.storage import CACHE_ENV, RunStorage, cache_dir, is_uri, join, pull_run, push_run
+from tests.processes import own_processes, stop_processes
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -351,32 +352,6 @@ def _can_unshare(probe: Path) -> str | None:
     return None
 
 
-def _own_processes(marker: str) -> list[psutil.Process]:
-    found: dict[int, psutil.Process] = {}
-    for proc in psutil.process_iter(["cmdline"]):
-        try:
-            if any(marker in arg for arg in proc.info["cmdline"] or []):
-                found[proc.pid] = proc
-                for child in proc.children(recursive=True):
-                    found[child.pid] = child
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-    found.pop(os.getpid(), None)
-    return list(found.values())
-
-
-def _stop(marker: str) -> None:
-    """Stop the processes of this test's Ray nodes (they name its temp dir), never `ray stop`."""
-    for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
-        procs = _own_processes(marker)
-        if not procs:
-            return
-        for proc in procs:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                proc.send_signal(sig)
-        psutil.wait_procs(procs, timeout=wait)
-
-
 def _node_ports() -> str:
     flags = ("--node-manager-port", "--object-manager-port", "--metrics-export-port",
              "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port",
@@ -433,11 +408,11 @@ def test_two_node_sweep_worker_cannot_see_the_driver_disk(s3, tmp_path):
             assert "NODES 2 ROWS 4 FINISHED 4 TABLES 4" in out.stdout, (
                 out.stdout[-2000:] + out.stderr[-4000:])
             own = os.readlink("/proc/self/ns/mnt")
-            raylets = [p for p in _own_processes(temp) if "raylet" in p.name()]
+            raylets = [p for p in own_processes(temp) if "raylet" in p.name()]
             spaces = {os.readlink(f"/proc/{p.pid}/ns/mnt") for p in raylets}
             assert len(raylets) == 2 and own in spaces and len(spaces) == 2
         finally:
-            _stop(temp)
+            stop_processes(temp)
             worker.kill()
             worker.wait()
             _kill_session(worker.pid)
