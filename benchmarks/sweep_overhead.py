@@ -82,6 +82,7 @@ def base_config(*, trials: int, generations: int, n: int, test_size: int = 0,
         "recursion": {"generations": generations, "samples_per_generation": n, "regime": "replace"},
         "collapse": {"metric": "real_nll", "tolerance": 0.1, "stop_early": False},
         "search": {"sampler": "grid", "trials": trials, "concurrency": WORKERS,
+                   "check": False,  # the health check is not per-trial overhead
                    "space": {"seed": {"int": [0, trials - 1], "step": 1}},
                    "objectives": {"quality_gap": "min", "total_flops": "min"}},
         "resources": {"cpu": 1, "gpu": 0},

@@ -159,7 +159,7 @@ def test_two_trial_sweep_on_the_tiny_model(tiny, ray_session, tmp_path):
     from sweep.search.driver import run_sweep
 
     config = _config(tiny, **{"name": "hf-sweep", "recursion.generations": 1,
-                              "search": {"sampler": "grid", "trials": 2, "space": {
+                              "search": {"sampler": "grid", "trials": 2, "check": False, "space": {
                                   "recursion.regime": {"choice": ["replace", "accumulate"]}}}})
     run_dir = run_sweep(config, storage=str(tmp_path), progress=False)
     df = pd.read_parquet(run_dir / "results.parquet")
