@@ -1,4 +1,5 @@
-"""Test helpers: the processes of a test's own Ray nodes, found by a marker (their temp dir).
+"""Test helpers for tests that start their own Ray nodes: free ports, and the nodes' processes
+found by a marker (their temp dir).
 
 Tests that start Ray nodes with ``ray start`` stop exactly those (never ``ray stop``, which
 would also stop the session's shared Ray and anything else on the machine).
@@ -9,8 +10,22 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 
 import psutil
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct ports free on 127.0.0.1 now (all bound at once, then released)."""
+    socks = []
+    for _ in range(n):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
 
 
 def own_processes(marker: str) -> list[psutil.Process]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,7 +23,7 @@ import psutil
 import pytest
 import yaml
 
-from tests.processes import stop_processes
+from tests.processes import free_ports, stop_processes
 
 pytestmark = pytest.mark.slow  # a real head and three job submissions: ~30-60 s
 
@@ -34,18 +33,6 @@ CLUSTER = yaml.safe_load((ROOT / "cluster.yaml").read_text())
 PORT_FLAGS = ("--port", "--dashboard-port", "--ray-client-server-port", "--node-manager-port",
               "--object-manager-port", "--metrics-export-port", "--dashboard-agent-listen-port",
               "--dashboard-agent-grpc-port", "--runtime-env-agent-port")
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = []
-    for _ in range(n):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def _local(cmd: str) -> str:
@@ -61,7 +48,7 @@ def _head_start(temp_dir: str, ports: dict[str, int]) -> str:
     cmd = cmd.replace(" --autoscaling-config=~/ray_bootstrap_config.yaml", "")
     cmd = re.sub(r"--port=\d+", "", cmd)
     extra = " ".join(f"{flag}={port}" for flag, port in ports.items())
-    lo = _free_ports(1)[0]
+    lo = free_ports(1)[0]
     hi = lo + 20
     return (f"{cmd} {extra} --min-worker-port={lo} --max-worker-port={hi} "
             f"--temp-dir={temp_dir} --disable-usage-stats")
@@ -80,7 +67,7 @@ def head():
         subprocess.run(_local(cmd), shell=True, check=True, env=env, capture_output=True)
     token = head_home / ".ray" / "auth_token"
     names = [f.lstrip("-").replace("-", "_") for f in PORT_FLAGS]
-    ports = dict(zip(PORT_FLAGS, _free_ports(len(PORT_FLAGS)), strict=True))
+    ports = dict(zip(PORT_FLAGS, free_ports(len(PORT_FLAGS)), strict=True))
     try:
         start = subprocess.run(["bash", "-c", _head_start(temp_dir, ports)], env=env,
                                capture_output=True, text=True, timeout=180)

@@ -145,7 +145,7 @@ class CheapestFeasibleSampler(optuna.samplers.BaseSampler):
                 and all(n in t.params for n in self._names) and t.constraints
                 and t.values[self._cost_index] > 0]
         if len(done) < self._startup:
-            return self._internal(candidates[self._rng.randint(len(candidates))])
+            return dict(candidates[self._rng.randint(len(candidates))])
         x = self._encode([t.params for t in done])
         new = self._encode(candidates)
         log_cost, _ = _ridge(x, np.log([t.values[self._cost_index] for t in done]), new)
@@ -153,7 +153,7 @@ class CheapestFeasibleSampler(optuna.samplers.BaseSampler):
         plausible = margin - sigma <= 0
         order = np.lexsort((np.arange(len(candidates)), log_cost))
         pick = next((i for i in order if plausible[i]), order[0])
-        return self._internal(candidates[int(pick)])
+        return dict(candidates[int(pick)])
 
     def _candidates(self) -> list[dict[str, Any]]:
         if self._grid is not None:
@@ -172,7 +172,3 @@ class CheapestFeasibleSampler(optuna.samplers.BaseSampler):
         if dist.log:
             return float(math.exp(self._rng.uniform(math.log(dist.low), math.log(dist.high))))
         return float(self._rng.uniform(dist.low, dist.high))
-
-    def _internal(self, point: dict[str, Any]) -> dict[str, Any]:
-        """Relative params must be external values Optuna accepts for the distributions."""
-        return {n: point[n] for n in self._names}
