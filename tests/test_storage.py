@@ -32,29 +32,17 @@ from sweep.config import dump_config, load_config
 from sweep.files.atomic import write_text
 from sweep.rundir.ledger import Ledger
 from sweep.rundir.storage import CACHE_ENV, RunStorage, cache_dir, is_uri, join, pull_run, push_run
-from tests.processes import own_processes, stop_processes
+from tests.processes import free_ports, own_processes, stop_processes
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 BUCKET = "collapse-test"
 
 
-def _free_ports(n: int) -> list[int]:
-    socks = []
-    for _ in range(n):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 @contextlib.contextmanager
 def _moto() -> Iterator[dict[str, str]]:
     """A moto S3 server on 127.0.0.1 with the bucket made; yields the client environment."""
-    port = _free_ports(1)[0]
+    port = free_ports(1)[0]
     env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing",
            "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
            "AWS_EC2_METADATA_DISABLED": "true"}
@@ -250,23 +238,24 @@ def test_s3_sweep_killed_resumed_analyzed_from_the_uri(s3, tmp_path, monkeypatch
     uri = f"s3://{BUCKET}/runs/s3sweep"
     for key in (*s3, CACHE_ENV):  # this process reads the storage too
         monkeypatch.setenv(key, env[key])
-    local = cache_dir(uri)  # the driver's cache of the run
     started = time.time()
     proc = subprocess.Popen(
         [sys.executable, "-m", "sweep", "run", str(cfg_path), "--storage", f"s3://{BUCKET}/runs",
          "--quiet"], cwd=cwd, env=env, start_new_session=True,
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    stored = RunStorage(uri)
     try:
+        # Wait for a done record in the *storage*: the keeper writes the local line first and
+        # uploads it next, so a kill timed on the local ledger could land between the two.
         deadline = time.time() + 120
-        while len([r for r in Ledger(local).records() if r["event"] == "done"]) < 1:
+        while not any(r["event"] == "done" for r in _stored_ledger(stored, missing_ok=True)):
             assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
             assert time.time() < deadline, "no trial finished within 120 s"
-            time.sleep(0.05)
+            time.sleep(0.2)
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         _kill_session(proc.pid)
-    stored = RunStorage(uri)
     done_before = {r["key"] for r in _stored_ledger(stored) if r["event"] == "done"}
     print(f"killed after {time.time() - started:.1f} s with {len(done_before)} trial(s) done")
     assert 1 <= len(done_before) < 4  # the storage has what finished, not more
@@ -302,9 +291,12 @@ def test_s3_sweep_killed_resumed_analyzed_from_the_uri(s3, tmp_path, monkeypatch
     assert os.listdir(cwd) == []  # nothing under the working directory
 
 
-def _stored_ledger(storage: RunStorage) -> list[dict]:
+def _stored_ledger(storage: RunStorage, *, missing_ok: bool = False) -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
-        assert storage.get("ledger.jsonl", Path(tmp) / "ledger.jsonl")
+        got = storage.get("ledger.jsonl", Path(tmp) / "ledger.jsonl")
+        if missing_ok and not got:
+            return []
+        assert got
         return Ledger(tmp).records()
 
 
@@ -356,7 +348,7 @@ def _node_ports() -> str:
     flags = ("--node-manager-port", "--object-manager-port", "--metrics-export-port",
              "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port",
              "--runtime-env-agent-port")
-    ports = _free_ports(len(flags) + 1)
+    ports = free_ports(len(flags) + 1)
     lo = ports[-1]
     return " ".join(f"{f}={p}" for f, p in zip(flags, ports, strict=False)) + (
         f" --min-worker-port={lo} --max-worker-port={lo + 15}")
@@ -381,7 +373,7 @@ def test_two_node_sweep_worker_cannot_see_the_driver_disk(s3, tmp_path):
                    **{CACHE_ENV: str(cache)})
         subprocess.run([str(BIN / "ray"), "get-auth-token", "--generate"], env=env, check=True,
                        capture_output=True)  # the head's token, as cluster.yaml makes it
-        port, client = _free_ports(2)
+        port, client = free_ports(2)
         temp = str(base / "ray")
         head = subprocess.run(
             f"{BIN}/ray start --head --port={port} --ray-client-server-port={client} "
