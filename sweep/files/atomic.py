@@ -7,8 +7,10 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:  # the writers take a DataFrame; this module does not need pandas loaded
+    import pandas as pd
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)

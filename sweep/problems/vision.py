@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pydantic import Field, model_validator
 
 from models.base import Model
 from sweep.config import ChainConfig, ConfigError, FamilyConfig, Section, SourceConfig
-from sweep.problems.image_metrics import FeatureExtractor, cached_extractor, image_metrics
 from sweep.problems.images import ImageSource
 from sweep.problems.problem import Problem
 from sweep.problems.registry import DataSource, Family, register_family, register_source
+
+if TYPE_CHECKING:  # torch loads when a vision chain starts, not when its config is validated
+    from sweep.problems.image_metrics import FeatureExtractor
 
 #: Collapse metrics of the images source (all reported with ``<name>_se``).
 IMAGE_METRICS = ("fd", "precision", "recall", "diversity", "class_tv", "minority_share")
@@ -94,6 +96,8 @@ def _images_problem(config: ChainConfig, rng: np.random.Generator) -> Problem:
     if len(test) > data.test_size:
         keep = np.sort(rng.choice(len(test), size=data.test_size, replace=False))
         test, labels = test[keep], None if labels is None else labels[keep]
+    from sweep.problems.image_metrics import cached_extractor
+
     # The classifier sees the whole real train / test split (not this chain's D_0), so every
     # chain on this data config measures in the same feature space.
     extractor = cached_extractor(_key(data), *source.train(), *source.test())
@@ -117,6 +121,8 @@ def image_sample_metrics(model: Model, problem: Problem, rng: np.random.Generato
                          ) -> tuple[dict[str, float], np.ndarray]:
     """fd / precision / recall / diversity / class shares of ``eval_samples`` images against
     the held-out real images (+ ``_se``), and the images as (n, H, W) for TensorBoard."""
+    from sweep.problems.image_metrics import image_metrics
+
     world: ImageWorld = problem.family_data
     images = model.sample(world.eval_samples, rng)
     out = image_metrics(images, problem.test, world.extractor, real_labels=world.test_labels,

@@ -10,12 +10,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from sweep.config.defaults import DEFAULT_OBJECTIVES
 from sweep.engine.chain import OK_STATUSES
 from sweep.files.atomic import write_csv, write_parquet, write_text
 from sweep.rundir.ledger import Ledger, as_float
 
-#: What a sweep minimises unless ``search.objectives`` says otherwise.
-DEFAULT_OBJECTIVES: dict[str, str] = {"quality_gap": "min", "total_flops": "min"}
 COLUMNS = ["trial_id", "number", "status", "quality_gap", "total_flops", "total_label_cost",
            "collapsed", "feasible",
            "quality_gap_se", "quality_gap_ucb", "total_flops_se", "collapse_rate", "n_seeds",

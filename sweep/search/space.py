@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from sweep.config import ChainConfig, ConfigError, format_validation_error, trial_config
 from sweep.engine.replicates import DEFAULT_SEEDS
-from sweep.rundir.results import DEFAULT_OBJECTIVES
+from sweep.config.defaults import DEFAULT_OBJECTIVES
 
 SAMPLERS = ("cheapest", "tpe", "nsga2", "gp", "random", "grid")
 #: Per-trial results an objective may name (all are columns of results.parquet).
