@@ -29,8 +29,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from sweep.config import ChainConfig, ConfigError, format_validation_error, trial_config
-from sweep.engine.replicates import DEFAULT_SEEDS
 from sweep.config.defaults import DEFAULT_OBJECTIVES
+from sweep.engine.replicates import DEFAULT_SEEDS
 
 SAMPLERS = ("cheapest", "tpe", "nsga2", "gp", "random", "grid")
 #: Per-trial results an objective may name (all are columns of results.parquet).
