@@ -422,6 +422,22 @@ def test_grid_search_survives_a_late_failure_and_all_failures(tmp_path, caplog):
         assert states == ["FAIL" if i in failing else "COMPLETE" for i in range(4)]
 
 
+def test_run_exits_1_when_no_trial_finished(faults, tmp_path, monkeypatch, capsys):
+    """Every trial failed: the sweep has no answer, so `run` says so in one line and exits 1
+    (a script or a job scheduler must not read success); the rows are still recorded."""
+    monkeypatch.chdir(tmp_path)
+    _tiny_yaml(tmp_path / "bad.yaml", name="bad", **{"search.check": False})
+    faults.fail("bad", when={}, at_generation=1)  # every chain raises at generation 1
+    code, out, err = _run("run bad.yaml --storage runs --quiet", capsys)
+    assert code == 1, err
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("collapse-sweep: no trial finished (4 failed); first error: trial ")
+    assert "test failure" in line
+    df = pd.read_parquet(tmp_path / "runs" / "bad" / "results.parquet")
+    assert len(df) == 4 and (df["status"] == "failed").all()
+    assert "results:" in out  # where the records are, as after any run
+
+
 def test_trials_close_tensorboard_with_final_metrics(tiny_run):
     """Item 14: every trial's events hold final/* and the HParams session end."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

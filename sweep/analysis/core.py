@@ -125,6 +125,17 @@ def counts(df: pd.DataFrame) -> dict[str, int]:
     }
 
 
+def first_error(df: pd.DataFrame) -> str | None:
+    """The error of the lowest-numbered trial that recorded one (None if none did)."""
+    if "error" not in df:
+        return None
+    errors = df[df["error"].fillna("").astype(str).str.len() > 0]
+    if errors.empty:
+        return None
+    row = errors.sort_values("number").iloc[0] if "number" in errors else errors.iloc[0]
+    return f"trial {row.get('trial_id', '?')}: {row['error']}"
+
+
 def summarize(sweep: Sweep) -> dict[str, Any]:
     df = sweep.results
     front = pareto_front(df, sweep.objectives)
@@ -144,6 +155,7 @@ def summarize(sweep: Sweep) -> dict[str, Any]:
         "collapse_metric": sweep.config.collapse.metric,
         "objectives": sweep.objectives,
         "counts": counts(df),
+        "first_error": first_error(df),
         "cheapest_feasible": cheapest,
         "confidence": confidence,
         "cheapest_feasible_text": describe(cheapest, sweep.tolerance, confidence) if cheapest else None,

@@ -10,7 +10,8 @@
     collapse-sweep dashboard RUN_DIR                  optuna-dashboard on 127.0.0.1
     collapse-sweep theory                             reproduce the analytic results
 
-Bad input exits with status 2 and one line naming the field; nothing is written.
+Bad input exits with status 2 and one line naming the field; nothing is written. A sweep
+in which no trial finished exits 1; Ctrl-C exits 130 with the command that resumes it.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import shlex
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from sweep.config import ConfigError, load_config
 
@@ -320,8 +322,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         run_dir = run_sweep(config, storage=args.storage, address=args.address,
                             progress=not args.quiet, extend=args.extend,
                             overwrite=args.overwrite)
-    _print_next_steps(run_dir, where)
-    return 0
+    return _print_next_steps(run_dir, where)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -339,8 +340,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
     with _interruptible(where):
         run_dir = resume_sweep(where, address=args.address, progress=not args.quiet)
-    _print_next_steps(run_dir, where)
-    return 0
+    return _print_next_steps(run_dir, where)
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
@@ -425,20 +425,36 @@ def cmd_theory(args: argparse.Namespace) -> int:
     return run_theory_command(out=args.out, scale=args.scale)
 
 
-def _print_next_steps(run_dir: Path, where: Path | str | None = None) -> None:
+def _print_next_steps(run_dir: Path, where: Path | str | None = None) -> int:
+    """Analyse a finished sweep and say where its results are; the exit status: 1 when no
+    trial finished (every one failed or diverged: the sweep has no answer), else 0."""
     from sweep.analysis.core import analyze
     from sweep.observe.serve import command
 
-    analyze(run_dir)
+    summary = analyze(run_dir)
+    status = _no_answer(summary)
     if where is not None and _is_uri(where):
         _upload(where, run_dir, "analysis.json")
         print(f"\nresults:     {where}/results.parquet (local copy: {run_dir})")
         print(f"report:      collapse-sweep report {where}")
         print(f"tensorboard: collapse-sweep tensorboard {where}")
-        return
+        return status
     print(f"\nresults:     {run_dir / 'results.parquet'}")
     print(f"report:      collapse-sweep report {run_dir}")
     print(f"tensorboard: {command(run_dir)}")
+    return status
+
+
+def _no_answer(summary: dict[str, Any]) -> int:
+    """1 (and one line on stderr naming the first error) when trials ran but none finished."""
+    counts = summary.get("counts", {})
+    if counts.get("finished", 0) or not counts.get("trials", 0):
+        return 0
+    by_status = ", ".join(f"{n} {s}" for s, n in counts.get("by_status", {}).items())
+    first = summary.get("first_error") or "see the trials' records in results.csv"
+    print(f"collapse-sweep: no trial finished ({by_status}); first error: {first}",
+          file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":  # pragma: no cover
