@@ -353,6 +353,10 @@ def test_run_into_an_existing_name_refuses_unless_extend_or_overwrite(tiny_run, 
     code, _, err = _run("run more.yaml --storage runs --quiet --extend", capsys)
     assert code == 2 and "--extend: the search space differs" in err, err
 
+    code, _, err = _run("run tiny.yaml --storage runs --quiet --extend", capsys)  # the same grid
+    assert code == 2 and "has run all 4 points of its grid already" in err, err
+    assert load_config(tiny_run / "sweep.yaml").search["trials"] == 4
+
     _tiny_yaml(tmp_path / "same.yaml", **{"search.trials": 2, "search.sampler": "random"})
     code, _, err = _run("run same.yaml --storage runs --quiet --extend", capsys)
     assert code == 0, err

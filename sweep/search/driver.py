@@ -389,11 +389,11 @@ def run_sweep(config: ChainConfig, *, name: str | None = None, storage: str = ".
         raise ConfigError(f"--name: {run_dir} already exists; add trials to it with --extend "
                           "(same config and search space), start over with --overwrite, or "
                           "choose another --name")
-    if exists and extend:
-        config = extended_config(load_config(run_dir / "sweep.yaml"), config, run_dir)
-        spec = validate_search(config)
     run_dir.mkdir(parents=True, exist_ok=True)
-    with driver_lock(run_dir):
+    with driver_lock(run_dir):  # the old sweep.yaml is read under the lock its driver holds
+        if exists and extend:
+            config = extended_config(load_config(run_dir / "sweep.yaml"), config, run_dir)
+            spec = validate_search(config)
         if exists and overwrite:
             _empty(run_dir)
         write_text(run_dir / "sweep.yaml", dump_config(config))
@@ -492,10 +492,19 @@ def extended_config(old: ChainConfig, new: ChainConfig, run_dir: Path | str) -> 
         diff = _first_difference(a, b)
         raise ConfigError(f"--extend: {diff} differs from {run_dir / 'sweep.yaml'}; extending "
                           "needs the same config apart from search.trials, sampler, concurrency")
-    total = validate_search(old).num_trials + validate_search(new).num_trials
+    before = validate_search(old).num_trials
     tree = new.model_dump(mode="json")
-    tree["search"]["trials"] = total
-    return load_config(tree)
+    tree["search"]["trials"] = before + validate_search(new).num_trials
+    extended = load_config(tree)
+    grid = validate_search(extended).grid_size
+    if grid is not None and before >= grid:
+        raise ConfigError(f"--extend: {run_dir} has run all {grid} points of its grid already; "
+                          "nothing to add (search another sampler with --set "
+                          "search.sampler=cheapest, or widen the space under a new --name)")
+    if grid is not None:  # the grid's remaining points, not more
+        tree["search"]["trials"] = grid
+        extended = load_config(tree)
+    return extended
 
 
 def _first_difference(a: Any, b: Any, path: str = "") -> str:
