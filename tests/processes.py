@@ -11,6 +11,7 @@ import contextlib
 import os
 import signal
 import socket
+import time
 
 import psutil
 
@@ -53,3 +54,27 @@ def stop_processes(marker: str) -> None:
             with contextlib.suppress(psutil.NoSuchProcess):
                 proc.send_signal(sig)
         psutil.wait_procs(procs, timeout=wait)
+
+
+def session_pids(sid: int) -> list[int]:
+    """The processes of session ``sid`` (a driver started with ``start_new_session``), not this one."""
+    pids = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.pid != os.getpid() and os.getsid(proc.pid) == sid:
+                pids.append(proc.pid)
+        except (ProcessLookupError, PermissionError, psutil.NoSuchProcess):
+            continue
+    return pids
+
+
+def kill_session(sid: int) -> None:
+    """SIGKILL what a killed driver left behind (raylet, GCS, agents), by session id (10 s)."""
+    for _ in range(40):
+        pids = session_pids(sid)
+        if not pids:
+            return
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.25)

@@ -27,6 +27,7 @@ from sweep.cli import main
 from sweep.config import dump_config, load_config
 from sweep.files.atomic import write_text
 from sweep.rundir.ledger import Ledger
+from tests.processes import kill_session
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -505,27 +506,6 @@ def _trial_workers_exit(sid: int, timeout: float = 20.0) -> None:
         time.sleep(0.25)
 
 
-def _kill_session(sid: int) -> None:
-    """SIGKILL what a killed driver left behind (raylet, GCS, Dashboard/RuntimeEnv agents)."""
-    for _ in range(40):
-        pids = []
-        for entry in os.listdir("/proc"):
-            if entry.isdigit() and int(entry) != os.getpid():
-                try:
-                    if os.getsid(int(entry)) == sid:
-                        pids.append(int(entry))
-                except (ProcessLookupError, PermissionError):
-                    continue
-        if not pids:
-            return
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        time.sleep(0.25)
-
-
 @pytest.mark.slow
 def test_ctrl_c_exits_130_with_a_resume_hint(ray_session, tmp_path):
     """Item 8: Ctrl-C: exit 130, "interrupted: N of M trials done; resume with: ...", no answer."""
@@ -538,7 +518,7 @@ def test_ctrl_c_exits_130_with_a_resume_hint(ray_session, tmp_path):
         os.killpg(proc.pid, signal.SIGINT)
         out, err = proc.communicate(timeout=120)
     finally:
-        _kill_session(proc.pid)
+        kill_session(proc.pid)
     assert proc.returncode == 130, err
     last = err.strip().splitlines()[-1]
     assert last.startswith("interrupted: ") and " of 12 trials done; resume with: " in last, err
@@ -605,7 +585,7 @@ def test_fault_drill_every_trial_once_and_the_same_answer(ray_session, tmp_path,
                 proc.wait()
                 _trial_workers_exit(proc.pid)
         finally:
-            _kill_session(proc.pid)
+            kill_session(proc.pid)
         return run_dir
 
     def resume(run_dir: Path) -> None:

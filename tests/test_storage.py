@@ -25,14 +25,13 @@ from pathlib import Path
 
 import optuna
 import pandas as pd
-import psutil
 import pytest
 
 from sweep.config import dump_config, load_config
 from sweep.files.atomic import write_text
 from sweep.rundir.ledger import Ledger
 from sweep.rundir.storage import CACHE_ENV, RunStorage, cache_dir, is_uri, join, pull_run, push_run
-from tests.processes import free_ports, own_processes, stop_processes
+from tests.processes import free_ports, kill_session, own_processes, stop_processes
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -198,29 +197,6 @@ def test_trial_uploads_its_files_and_resumes_from_the_storage(s3_env, tmp_path, 
 
 
 # --------------------------------------------------------------------------- slow: the CLI
-def _session_pids(sid: int) -> list[int]:
-    pids = []
-    for proc in psutil.process_iter():
-        try:
-            if proc.pid != os.getpid() and os.getsid(proc.pid) == sid:
-                pids.append(proc.pid)
-        except (ProcessLookupError, PermissionError, psutil.NoSuchProcess):
-            continue
-    return pids
-
-
-def _kill_session(sid: int) -> None:
-    """SIGKILL what a killed driver left behind (raylet, GCS, agents), by session id."""
-    for _ in range(40):
-        pids = _session_pids(sid)
-        if not pids:
-            return
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        time.sleep(0.25)
-
-
 def _cli(args: list[str], *, cwd: Path, env: dict[str, str], timeout: float = 240
          ) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "sweep", *args], cwd=cwd, env=env,
@@ -255,7 +231,7 @@ def test_s3_sweep_killed_resumed_analyzed_from_the_uri(s3, tmp_path, monkeypatch
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
-        _kill_session(proc.pid)
+        kill_session(proc.pid)
     done_before = {r["key"] for r in _stored_ledger(stored) if r["event"] == "done"}
     print(f"killed after {time.time() - started:.1f} s with {len(done_before)} trial(s) done")
     assert 1 <= len(done_before) < 4  # the storage has what finished, not more
@@ -407,7 +383,7 @@ def test_two_node_sweep_worker_cannot_see_the_driver_disk(s3, tmp_path):
             stop_processes(temp)
             worker.kill()
             worker.wait()
-            _kill_session(worker.pid)
+            kill_session(worker.pid)
     finally:
         shutil.rmtree(base, ignore_errors=True)
 

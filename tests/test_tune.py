@@ -19,6 +19,7 @@ import pytest
 from sweep.config import load_config, trial_config
 from sweep.engine.chain import Chain, run_chain
 from sweep.rundir.ledger import Ledger
+from tests.processes import kill_session
 
 ROOT = Path(__file__).resolve().parents[1]
 REGIMES = ["replace", "accumulate", "accumulate-subsample"]
@@ -191,32 +192,6 @@ def test_killed_worker_resumes_from_last_generation(faults, tmp_path):
         assert row["quality_gap"] == ref.attrs["summary"]["quality_gap"]
 
 
-def _session_pids(sid: int) -> list[int]:
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if os.getsid(int(entry)) == sid:
-                    pids.append(int(entry))
-            except (ProcessLookupError, PermissionError):
-                continue
-    return pids
-
-
-def _kill_session(sid: int) -> None:
-    """SIGKILL what a killed driver left behind (raylet, GCS, Dashboard/RuntimeEnv agents)."""
-    for _ in range(20):
-        pids = [p for p in _session_pids(sid) if p != os.getpid()]
-        if not pids:
-            return
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        time.sleep(0.25)
-
-
 @pytest.mark.slow
 def test_resume_after_driver_kill_runs_each_trial_once(ray_session, tmp_path):
     from sweep.config import dump_config
@@ -247,7 +222,7 @@ def test_resume_after_driver_kill_runs_each_trial_once(ray_session, tmp_path):
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
-        _kill_session(proc.pid)
+        kill_session(proc.pid)
     done_before = len([r for r in Ledger(run_dir).records() if r["event"] == "done"])
     assert done_before < 12
 
