@@ -135,8 +135,10 @@ def _trial_dirname(trial: Any) -> str:
 
 
 # --------------------------------------------------------------------------- driver
-def init_ray(address: str | None) -> bool:
-    """Connect (address) or start a local Ray; True when this call started it."""
+def init_ray(address: str | None, *, runtime_env: dict[str, Any] | None = None) -> bool:
+    """Connect (address) or start a local Ray; True when this call started it.
+
+    ``runtime_env``: for a local Ray, the job's runtime environment (the benchmark's probe)."""
     for key, value in DRIVER_ENV.items():
         os.environ.setdefault(key, value)
     if "TUNE_WARN_THRESHOLD_S" not in os.environ:
@@ -153,7 +155,7 @@ def init_ray(address: str | None) -> bool:
         # even when another Ray runs on this machine (a bare ray.init() would join that one
         # via /tmp/ray/ray_current_cluster and refuse num_cpus).
         ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False,
-                 log_to_driver=False)
+                 log_to_driver=False, runtime_env=runtime_env)
     return True
 
 

@@ -1,0 +1,244 @@
+"""Where a Tune sweep's time goes: timestamps from the trial processes and the driver.
+
+Used by ``benchmarks/sweep_overhead.py`` only; production code reads nothing of it.
+
+- In each Ray worker (``install`` is the worker set-up hook, enabled by ``PROBE_ENV``): the
+  process's start time, how long the project's imports took there (torch, the trainable's
+  module), and per trial the moment ``run_trial`` was entered, each generation's end, and
+  the seconds spent in checkpoints, Tune reports and the trial's final record. One JSON
+  line per event in ``<dir>/<pid>.jsonl``.
+- In the driver (``DriverProbe``, a context manager): seconds spent in the sweep's Tune
+  callback (results, board, status), in Optuna ask/tell, in results rewrites, in Tune's
+  experiment-state saves, and the driver's CPU time.
+
+``profile(dir, started)`` turns both into the phases the benchmark reports.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import statistics
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+PROBE_ENV = "COLLAPSE_SWEEP_BENCH_PROBE"
+
+
+# --------------------------------------------------------------------------- worker side
+def _process_start() -> float:
+    """This process's start time (seconds since the epoch) from /proc."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    with open("/proc/self/stat") as f:
+        start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+    with open("/proc/stat") as f:
+        boot = next(float(line.split()[1]) for line in f if line.startswith("btime"))
+    return boot + start_ticks / ticks
+
+
+class _Log:
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / f"{os.getpid()}.jsonl"
+
+    def __call__(self, event: str, **fields: Any) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps({"ev": event, "t": time.time(), **fields}) + "\n")
+
+
+def install() -> None:
+    """Ray worker set-up hook: record the imports and wrap the trial's steps."""
+    directory = os.environ.get(PROBE_ENV)
+    if not directory:
+        return
+    log = _Log(Path(directory))
+    log("proc", start=_process_start())
+    t0 = time.time()
+    import sweep.search.driver as driver  # what unpickling the trainable imports
+    import sweep.search.trial as trial
+    from sweep.engine.chain import Chain  # noqa: F401 - torch and the models
+
+    log("imports", seconds=time.time() - t0)
+    _timed(trial.TrialRun, "save", log, "save")
+    _timed(trial.TrialRun, "finish", log, "finish")
+    _timed(trial.TrialRun, "open_chain", log, "open")
+    step = trial.TrialRun.step
+
+    @functools.wraps(step)
+    def step_logged(self: Any, *args: Any, **kwargs: Any) -> None:
+        step(self, *args, **kwargs)
+        log("gen", trial=self.trial_id, generation=self.chain.generation - 1)
+
+    trial.TrialRun.step = step_logged  # type: ignore[method-assign]
+    report = driver._tune_report
+
+    def report_logged(metrics: dict[str, Any], ckpt: Any) -> None:
+        # the final report (done) does not return: Tune ends the trial's thread
+        t = time.time()
+        report(metrics, ckpt)
+        log("report", seconds=time.time() - t)
+
+    driver._tune_report = report_logged
+    run_trial = driver.run_trial
+
+    def run_trial_logged(*args: Any, **kwargs: Any) -> Any:
+        log("enter", trial=kwargs.get("trial_id"))
+        try:
+            return run_trial(*args, **kwargs)
+        finally:
+            log("exit", trial=kwargs.get("trial_id"))
+
+    driver.run_trial = run_trial_logged
+
+
+def _timed(cls: Any, name: str, log: _Log, event: str) -> None:
+    original = getattr(cls, name)
+
+    @functools.wraps(original)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        t = time.time()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            log(event, seconds=time.time() - t)
+
+    setattr(cls, name, wrapper)
+
+
+# --------------------------------------------------------------------------- driver side
+class DriverProbe:
+    """Time spent in the driver's own steps while a sweep runs (wraps, then restores)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.calls: dict[str, int] = defaultdict(int)
+        self.fit_started: float | None = None
+        self._undo: list[tuple[Any, str, Any]] = []
+
+    def _wrap(self, owner: Any, name: str, label: str) -> None:
+        original = owner.__dict__[name] if isinstance(owner, type) else getattr(owner, name)
+
+        @functools.wraps(original)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            t = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self.seconds[label] += time.perf_counter() - t
+                self.calls[label] += 1
+
+        self._undo.append((owner, name, original))
+        setattr(owner, name, wrapper)
+
+    def __enter__(self) -> DriverProbe:
+        from ray.tune import Tuner
+        from ray.tune.execution.tune_controller import TuneController
+
+        import sweep.search.progress as progress
+        from sweep.search.searcher import ConstrainedOptunaSearch
+
+        for hook in ("on_trial_start", "on_trial_result", "on_trial_complete", "on_trial_error",
+                     "on_step_begin", "on_experiment_end", "setup"):
+            self._wrap(progress.SweepProgress, hook, "sweep callback (results, board, status)")
+        self._wrap(progress, "write_sweep_results", "results rewrites")
+        self._wrap(ConstrainedOptunaSearch, "suggest", "optuna ask")
+        self._wrap(ConstrainedOptunaSearch, "on_trial_complete", "optuna tell")
+        self._wrap(TuneController, "checkpoint", "tune experiment-state saves")
+        fit = Tuner.__dict__["fit"]
+        probe = self
+
+        def fit_marked(tuner: Any, *args: Any, **kwargs: Any) -> Any:
+            probe.fit_started = probe.fit_started or time.time()
+            return fit(tuner, *args, **kwargs)
+
+        self._undo.append((Tuner, "fit", fit))
+        Tuner.fit = fit_marked
+        self._cpu = time.process_time()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.cpu = time.process_time() - self._cpu
+        for owner, name, original in reversed(self._undo):
+            setattr(owner, name, original)
+
+
+# --------------------------------------------------------------------------- the profile
+def events(directory: Path) -> dict[int, list[dict[str, Any]]]:
+    out = {}
+    for path in directory.glob("*.jsonl"):
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        out[int(path.stem)] = rows
+    return out
+
+
+def first_generation_of_run(run_dir: Path) -> float | None:
+    """The wall time (epoch s) of the earliest generation-0 TensorBoard event of any trial."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    first = None
+    for path in Path(run_dir).glob("trials/*/tb/**/events.out.tfevents.*"):
+        for event in EventFileLoader(str(path)).Load():
+            if event.step == 0 and event.summary.value:
+                first = event.wall_time if first is None else min(first, event.wall_time)
+                break
+    return first
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def profile(directory: Path, started: float, driver: DriverProbe, trials: int) -> dict[str, Any]:
+    """Phases of one sweep (seconds); ``started``: time.time() when ``run_sweep`` was called."""
+    procs = {pid: rows for pid, rows in events(directory).items()
+             if any(r["ev"] == "enter" for r in rows)}  # processes that ran trials
+    enters = sorted(r["t"] for rows in procs.values() for r in rows if r["ev"] == "enter")
+    gens = sorted(r["t"] for rows in procs.values() for r in rows if r["ev"] == "gen")
+    starts = [r["start"] for rows in procs.values() for r in rows if r["ev"] == "proc"]
+    imports = [r["seconds"] for rows in procs.values() for r in rows if r["ev"] == "imports"]
+    hooks = [r["t"] for rows in procs.values() for r in rows if r["ev"] == "proc"]
+    sums: dict[str, float] = defaultdict(float)
+    cycles = []  # between consecutive trial ends on one reused process: the warm trial slot
+    gaps = []  # from one trial's exit to the next trial's entry in the same process
+    stops = []  # from the final record (then the final report) to the trial's end
+    for rows in procs.values():
+        last_exit = last_finish = None
+        for r in rows:
+            if r["ev"] in ("save", "report", "finish", "open"):
+                sums[r["ev"]] += r["seconds"]
+            if r["ev"] == "enter" and last_exit is not None:
+                gaps.append(r["t"] - last_exit)
+            if r["ev"] == "finish":
+                last_finish = r["t"]
+            if r["ev"] == "exit":
+                if last_exit is not None:
+                    cycles.append(r["t"] - last_exit)
+                last_exit = r["t"]
+                if last_finish is not None:
+                    stops.append(r["t"] - last_finish)
+    fit = driver.fit_started or started
+    out = {
+        "driver set-up (ledger, searcher, Tuner)": fit - started,
+        "Tune start to first trial process": (min(starts) - fit) if starts else float("nan"),
+        "process start to set-up hook (python, ray worker)": (
+            _median([h - s for h, s in zip(sorted(hooks), sorted(starts), strict=False)])),
+        "imports in the trial process (torch, project)": _median(imports),
+        "run to first trial entered": (enters[0] - started) if enters else float("nan"),
+        "run to first generation done": (gens[0] - started) if gens else float("nan"),
+        "final report to the trial's end (median; the driver's turn)": _median(stops),
+        "trial's end to the next trial on the same process (median)": _median(gaps),
+        "trial processes": len(procs),
+        "warm trial slot (mean time between trial ends on a reused process)": (
+            statistics.mean(cycles) if cycles else float("nan")),
+    }
+    for ev, label in (("open", "opening the chain (config, test set, ledger start)"),
+                      ("save", "per-generation checkpoints"),
+                      ("report", "intermediate Tune reports"),
+                      ("finish", "final record (table, TensorBoard summary, ledger done)")):
+        out[f"per trial: {label}"] = sums[ev] / max(trials, 1)
+    for label, seconds in sorted(driver.seconds.items()):
+        out[f"driver per trial: {label}"] = seconds / max(trials, 1)
+    out["driver CPU per trial"] = driver.cpu / max(trials, 1)
+    return out
