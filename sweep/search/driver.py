@@ -145,6 +145,7 @@ def init_ray(address: str | None, *, runtime_env: dict[str, Any] | None = None) 
         from ray.tune.utils.util import warn_if_slow
 
         warn_if_slow.DEFAULT_THRESHOLD = SLOW_CALLBACK_WARN_S
+    _skip_callback_telemetry()
     if ray.is_initialized():
         return False
     if address:
@@ -157,6 +158,17 @@ def init_ray(address: str | None, *, runtime_env: dict[str, Any] | None = None) 
         ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False,
                  log_to_driver=False, runtime_env=runtime_env)
     return True
+
+
+def _skip_callback_telemetry() -> None:
+    """Ray Tune's usage telemetry names a run's callbacks by comparing them with every tracker
+    integration it ships, which imports mlflow and wandb when they are installed: ~1 s of the
+    driver between ``Tuner.fit`` and the first trial (measured: benchmarks/sweep_overhead.py's
+    profile). The sweep's callbacks are its own; Ray's usage record goes without them."""
+    from ray.air._internal import usage
+
+    if hasattr(usage, "tag_callbacks"):
+        usage.tag_callbacks = lambda callbacks: False
 
 
 def trial_resources(config: ChainConfig) -> dict[str, float]:
