@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 
 from benchmarks.common import at_least, at_most, record
+from benchmarks.sweep_probe import SLOT
 from sweep.config import ChainConfig, load_config
 from sweep.engine.chain import run_chain
 
@@ -24,44 +25,44 @@ generations, no early stop, a 1.5M-example held-out set evaluated every generati
 of chain work, small checkpoints), where Tune's per-trial cost dominates. **CPU-bound**
 (rows prefixed `cpu-bound:`): 32 trials of a small GPT chain (truth-lm, `xs`, 200 sequences,
 2 epochs, 10 generations: ~0.38 s of single-threaded compute per generation, ~4 s per trial;
-torch held to one thread in the serial loop and the pool, as in a 1-CPU trial). A Gaussian
-chain made long by a 15M-example test set was tried first and is memory-bound: two of them
-side by side slow each other down by ~20% under Tune and the pool alike. Both
-keep the trial's per-generation checkpoint (the reliability guarantee); Tune reports, Tune
-checkpoints, generations.parquet and the driver's results/TensorBoard refresh are throttled
-(`sweep/search/trial.py`, `sweep/search/driver.py`).
+torch held to one thread in the serial loop and the pool, as in a 1-CPU trial). The only
+searched parameter is `seed`, values 0..63 visited once each by the grid sampler, with
+`search.seeds: 1` and no confirmation stage (the defaults run 5 chains per trial and re-run
+the 3 cheapest configs on 20 more seeds; before 2026-12-01 this benchmark had inherited
+them), so the sweep, the serial loop and the peer do exactly the same chains. Every trial
+keeps its per-generation checkpoint (a killed worker loses at most one generation) and its
+TensorBoard events; Tune reports, Tune checkpoints and generations.parquet are throttled
+(`sweep/search/trial.py`), the driver's results/board refresh too (`sweep/search/progress.py`).
+numpy's BLAS is held to one thread everywhere (Ray's workers get OMP_NUM_THREADS=1, the serial
+loop and the pool `threadpoolctl`).
 
-Profile of the misses (one-off measurements on this machine, 2026-11-25; timestamps written
-by the trainable and the ledger, CPU time per process from /proc):
-- Start-up, once per sweep: the first trainable is entered 3.4-4.5 s after `run_sweep`
-  starts (Tuner and searcher set-up, actor processes started), and its chain starts another
-  3.1-3.9 s later (torch and the project imported in each actor). About 8 s of a 40-80 s
-  sweep; the pool peer pays only the torch import (its workers are warmed).
-- Between trials on a reused actor, steady state: 0.04-0.08 s from a trial's final report to
-  the next trial's start (0.9 s only while the other actor is still starting up). For the
-  short chains, the 1.5M-example test set is rebuilt per trial inside the trial.
-- Steady-state CPU over a 15 s window of GPT trials: each trial process 14.1 of 15 s, the
-  driver 0.74 s, raylet and GCS 0.1 s each: Ray's own processes take ~6% of the 2 cores.
-- Two chains side by side with no framework at all ran 2.64 s alone vs 3.03 s each in
-  parallel: this VM loses ~15% to running two CPU-bound processes at once, and its timings
-  drift with load by +-25% over minutes (the serial loops before and after are averaged),
-  which is why the pool peer's efficiency varies between runs. The only searched parameter is `seed`, values 0..63 visited
-once each by the grid sampler (a random sampler would repeat seeds, and the sweep's ledger
-reuses a repeated config instead of running it), so the sweep, the serial loop and the peer
-do exactly the same 64 chains. numpy's BLAS is held to one thread everywhere (Ray's workers
-get OMP_NUM_THREADS=1, the serial loop and the pool `threadpoolctl`): in an exploratory run on
-the loaded machine a similar chain took 0.24-0.41 s with numpy's default 2 BLAS threads and
-0.02-0.05 s with one. Three ways, in one
-process, one after another: **serial** = `run_chain` for the 64 seeds in a plain loop
-(before and after the sweeps, mean of the two); **Tune** = `sweep.search.driver.run_sweep` (OptunaSearch, `concurrency: 2`,
-`reuse_actors=True`, per-generation checkpoints, parquet and ledger as in every sweep) on a
-Ray already started (its `ray.init` is reported separately); **Optuna + pool** = plain Optuna
-ask/tell with a warmed 2-process `ProcessPoolExecutor` (spawn) running `run_chain`, two
-trials in flight. Parallel efficiency = serial / (2 x wall); per-trial overhead =
-(wall - serial / 2) / trials, i.e. the wall seconds per trial beyond a perfect 2-way split.
-`in-trial time` is the mean `seconds` the sweep recorded per trial (chain + its per-generation
-checkpoint/parquet/report), which splits the Tune overhead into in-trial bookkeeping and
-scheduling."""
+Three ways, in one process, one after another: **serial** = `run_chain` for the seeds in a
+plain loop (before and after the sweeps, mean of the two); **Tune** =
+`sweep.search.driver.run_sweep` (OptunaSearch on the run's SQLite study, `concurrency: 2`,
+`reuse_actors=True`, ledger, checkpoints, TensorBoard as in every sweep) on a Ray already
+started (its `ray.init` is reported separately); **Optuna + pool** = plain Optuna ask/tell
+(in memory) with a warmed 2-process `ProcessPoolExecutor` (spawn) running `run_chain`, two
+trials in flight. Parallel efficiency = serial / (2 x wall), start-up included; per-trial
+overhead = (wall - serial / 2) / trials. **Warm** figures leave the once-per-sweep start-up
+out: the warm trial slot is the mean time between consecutive trial ends on one reused
+trial process (so it holds the trial, the driver's turn between trials and the competition
+for the 2 cores), warm per-trial overhead = slot - serial chain time per trial, warm
+efficiency = serial chain time per trial / slot. `collapse-sweep run` to the first
+generation is timed first, before this process starts its Ray: the command as a user types
+it (a new process that imports the project, starts a local Ray and runs 2 short trials), up
+to the earliest generation-0 TensorBoard event of its trials.
+
+**Profile** (rows `profile: ...`): the Ray workers run a set-up hook
+(`benchmarks/sweep_probe.py`) that records each trial process's start (from /proc), its
+imports of the project and torch, and per trial the entry into `run_trial`, each
+generation, and the seconds spent opening the chain (config, held-out set, ledger `start`),
+in per-generation checkpoints, in intermediate Tune reports and in the final record (table,
+TensorBoard summary, ledger `done`); the final report does not return (Tune ends the trial),
+so `final report to the trial's end` is the driver's turn: Tune's result handling, Optuna's
+tell, the callbacks, stopping the trial. The driver wraps its own steps and times them:
+Optuna ask and tell (SQLite), the sweep's Tune callback, results rewrites, Tune's
+experiment-state saves; `driver CPU per trial` is the benchmark process's CPU time over the
+sweep. Per-trial rows are totals divided by the trials."""
 
 
 #: The CPU-bound case: a small GPT chain (truth-lm, xs, 200 sequences, 2 epochs): ~0.38 s
@@ -250,18 +251,24 @@ def measure(config: ChainConfig, trials: int, *, bare_trials: int, probe_dir: Pa
 
 
 def _explain(m: dict[str, Any]) -> str:
+    """Why the efficiency is missed, from the profile: start-up, then the warm slot's parts."""
+    from benchmarks import sweep_probe as p
+
+    ph = m["phases"]
     per_chain = m["serial"] / m["trials"]
-    slot = m["wall"] * WORKERS / m["trials"]
-    return (f"missed. Per trial and worker slot the sweep takes {slot:.3f} s for {per_chain:.3f} s "
-            f"of chain work. Without Ray, `run_trial` costs {m['bare_trial']:.3f} s vs "
-            f"{m['bare_chain']:.3f} s for the bare chain (per generation: the trial's own "
-            f"checkpoint and TensorBoard events; parquet, Tune reports and Tune checkpoints are "
-            f"throttled); inside Tune a trial reports {m['in_trial']:.3f} s (the same work with the "
-            f"driver, GCS and raylet competing for the 2 cores); the remaining "
-            f"{slot - m['in_trial']:.3f} s per slot is spent outside trials: starting the trainable "
-            "actors (each imports torch and the project), Tune's controller loop, Optuna ask/tell "
-            "on SQLite, stop_trial, experiment-state saves and the results/TensorBoard refresh. "
-            "Profile of where it goes: see the method text.")
+    in_trial = sum(v for k, v in ph.items() if k.startswith("per trial: "))
+    return (f"missed. Start-up: the first generation is done {ph[p.FIRST_GENERATION]:.1f} s "
+            f"after run_sweep starts (of a {m['wall']:.1f} s sweep whose perfect 2-way split is "
+            f"{m['serial'] / WORKERS:.1f} s): {ph[p.BOOT]:.1f} s for each trial process to boot "
+            f"Ray's worker, {ph[p.IMPORTS]:.1f} s of imports in it (torch again in the first "
+            "trial), the rest Tune's set-up and generation 0. Warm, a worker slot takes "
+            f"{ph[p.SLOT]:.3f} s per trial for {per_chain:.3f} s of chain work: {in_trial:.3f} s "
+            "of the trial's own bookkeeping (opening, checkpoints, reports, final record), "
+            f"{ph[p.DRIVER_TURN]:.3f} s waiting for the driver's turn (Tune's result handling, "
+            f"Optuna tell, callbacks, stopping the trial), {ph[p.NEXT_TRIAL]:.3f} s to start "
+            "the next; the rest is the chain running slower beside the other trial, the driver "
+            f"({ph[p.DRIVER_CPU]:.3f} s CPU per trial, Optuna ask/tell on SQLite the most of it) "
+            "and Ray's processes on 2 cores.")
 
 
 #: Targets (issue 18): parallel efficiency on 2 workers for ~0.4-s and CPU-bound trials, the
@@ -277,7 +284,7 @@ def _records(m: dict[str, Any], prefix: str, *, cpu_bound: bool) -> list[dict[st
     trials = m["trials"]
     per_chain = m["serial"] / trials
     phases = dict(m["phases"])
-    slot = phases.pop("warm trial slot (mean time between trial ends on a reused process)")
+    slot = phases.pop(SLOT)
     warm_eff = per_chain / slot
     warm_target, warm_met = at_least(warm_eff, bound)
     over_target, over_met = at_most(slot - per_chain, WARM_OVERHEAD_S)

@@ -26,6 +26,14 @@ from pathlib import Path
 from typing import Any
 
 PROBE_ENV = "COLLAPSE_SWEEP_BENCH_PROBE"
+#: Names of the profile's phases that the benchmark reads back.
+BOOT = "process start to set-up hook (python, ray worker)"
+IMPORTS = "imports in the trial process (torch, project)"
+FIRST_GENERATION = "run to first generation done"
+DRIVER_TURN = "final report to the trial's end (median; the driver's turn)"
+NEXT_TRIAL = "trial's end to the next trial on the same process (median)"
+SLOT = "warm trial slot (mean time between trial ends on a reused process)"
+DRIVER_CPU = "driver CPU per trial"
 
 
 # --------------------------------------------------------------------------- worker side
@@ -222,16 +230,15 @@ def profile(directory: Path, started: float, driver: DriverProbe, trials: int) -
     out = {
         "driver set-up (ledger, searcher, Tuner)": fit - started,
         "Tune start to first trial process": (min(starts) - fit) if starts else float("nan"),
-        "process start to set-up hook (python, ray worker)": (
+        BOOT: (
             _median([h - s for h, s in zip(sorted(hooks), sorted(starts), strict=False)])),
-        "imports in the trial process (torch, project)": _median(imports),
+        IMPORTS: _median(imports),
         "run to first trial entered": (enters[0] - started) if enters else float("nan"),
-        "run to first generation done": (gens[0] - started) if gens else float("nan"),
-        "final report to the trial's end (median; the driver's turn)": _median(stops),
-        "trial's end to the next trial on the same process (median)": _median(gaps),
+        FIRST_GENERATION: (gens[0] - started) if gens else float("nan"),
+        DRIVER_TURN: _median(stops),
+        NEXT_TRIAL: _median(gaps),
         "trial processes": len(procs),
-        "warm trial slot (mean time between trial ends on a reused process)": (
-            statistics.mean(cycles) if cycles else float("nan")),
+        SLOT: statistics.mean(cycles) if cycles else float("nan"),
     }
     for ev, label in (("open", "opening the chain (config, test set, ledger start)"),
                       ("save", "per-generation checkpoints"),
@@ -240,5 +247,5 @@ def profile(directory: Path, started: float, driver: DriverProbe, trials: int) -
         out[f"per trial: {label}"] = sums[ev] / max(trials, 1)
     for label, seconds in sorted(driver.seconds.items()):
         out[f"driver per trial: {label}"] = seconds / max(trials, 1)
-    out["driver CPU per trial"] = driver.cpu / max(trials, 1)
+    out[DRIVER_CPU] = driver.cpu / max(trials, 1)
     return out
