@@ -38,13 +38,12 @@ DRIVER_CPU = "driver CPU per trial"
 
 # --------------------------------------------------------------------------- worker side
 def _process_start() -> float:
-    """This process's start time (seconds since the epoch) from /proc."""
-    ticks = os.sysconf("SC_CLK_TCK")
+    """This process's start time (seconds since the epoch), from its start in clock ticks
+    after boot in /proc (/proc/stat's boot time is whole seconds: too coarse here)."""
     with open("/proc/self/stat") as f:
         start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
-    with open("/proc/stat") as f:
-        boot = next(float(line.split()[1]) for line in f if line.startswith("btime"))
-    return boot + start_ticks / ticks
+    since_start = time.clock_gettime(time.CLOCK_BOOTTIME) - start_ticks / os.sysconf("SC_CLK_TCK")
+    return time.time() - since_start
 
 
 class _Log:
