@@ -145,6 +145,29 @@ def test_fit_is_deterministic_on_cpu(language: TruthLanguage) -> None:
         torch.testing.assert_close(weights[0][k], weights[1][k], rtol=0, atol=0)
 
 
+def test_fit_marks_its_phases_for_the_profiler(language: TruthLanguage) -> None:
+    """benchmarks/gpt_utilisation.py splits a fit's time by these ranges."""
+    from torch.profiler import ProfilerActivity, profile
+
+    m = tiny(epochs=1, early_stopping=True)
+    data = language.sample(128, np.random.default_rng(0))  # 115 training rows: 4 steps
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        m.fit(data, np.random.default_rng(1))
+    counts: dict[str, int] = {}
+    for event in prof.events():
+        if event.name.startswith("gpt."):
+            counts[event.name] = counts.get(event.name, 0) + 1
+    steps = m.summary()["steps"]
+    assert steps == 4
+    assert counts == {"gpt.data": steps, "gpt.forward": steps, "gpt.backward": steps,
+                      "gpt.clip": steps, "gpt.optimizer": steps, "gpt.validate": steps}
+
+
+def test_the_optimizer_is_fused_adamw_on_cpu() -> None:
+    opt = tiny()._optimizer()
+    assert isinstance(opt, torch.optim.AdamW) and opt.defaults["fused"] is True
+
+
 def test_reset_depends_only_on_the_rng() -> None:
     a, b = tiny(), tiny()
     a.reset(np.random.default_rng(1))
