@@ -32,7 +32,7 @@ from benchmarks.common import (  # noqa: E402
 
 #: In run order (cheap first; the Ray sweep last so its workers do not disturb the others).
 PIECES = ["search_efficiency", "cost_growth", "sharing", "analyze_speed", "gpt_vs_hf",
-          "sweep_overhead"]
+          "gpt_utilisation", "sweep_overhead"]
 
 
 def _available(name: str) -> bool:

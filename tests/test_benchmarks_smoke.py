@@ -31,7 +31,8 @@ def _check(records: list[dict]) -> None:
         assert isinstance(r["unit"], str)
 
 
-@pytest.mark.parametrize("name", ["search_efficiency", "cost_growth", "sharing", "analyze_speed"])
+@pytest.mark.parametrize("name", ["search_efficiency", "cost_growth", "sharing", "analyze_speed",
+                                  "gpt_utilisation"])
 def test_piece_quick_records(name: str) -> None:
     import importlib
 

@@ -1,0 +1,204 @@
+"""GPT training FLOP utilisation against this CPU's measured float32 matmul peak.
+
+    python -m benchmarks.run_all --only gpt_utilisation [--quick]
+
+Per torch thread count (1, as a 1-CPU sweep trial runs, and the process default, the whole
+machine), measured in one run, interleaved (each repetition times the peak, then a fit):
+
+* **peak**: ``torch.mm`` of two 4096 x 4096 float32 matrices into a preallocated output,
+  2 n^3 FLOPs per call;
+* **achieved**: ``GPTModel.fit`` (the project's own training loop: shuffle, batch gather,
+  masked cross-entropy, backward, gradient clipping, fused AdamW, lr schedule) of the size
+  ``l`` GPT on 256 rows x 128 byte tokens (batch 32, 8 steps per fit, no EOS, so every row
+  is trained at its full width), FLOPs from ``GPTModel.flops("fit", rows)`` (6 N per position
+  plus the attention term, the count the sweep's budgets use), divided by the fit's wall time;
+* **utilisation** = median achieved / median peak (target >= 0.6; issue 18);
+* **profile**: one more fit under ``torch.profiler``, split by the ranges ``models/gpt.py``
+  marks (data, forward, backward, clip, optimizer; what is left is Python and loop
+  overhead), and the time in matmul and attention kernels against the rest.
+
+And, on 1 thread, interleaved, median of 7: ``GPTModel._train_step`` with the model's fused
+AdamW against the same step with torch's per-tensor AdamW loop (its CPU default), for the
+sizes ``xs`` (what most sweeps train) and ``m``, batch 32 x 64.
+
+``l`` (6 layers, 8 heads, width 320) is the named size nearest 10M parameters: 7.52M with a
+256-token vocabulary, 7.48M of them costing FLOPs per position (``xl`` has 19.4M).
+Other processes on these cores stall every multithreaded op, so the load average is recorded
+with each figure; the 1-thread figures are the least disturbed by a shared machine.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from benchmarks.common import at_least, interleaved, median, record
+from models.gpt import GPTModel, GPTTrainConfig
+
+SIZE, VOCAB, BLOCK, BATCH = "l", 256, 128, 32
+TARGET = 0.6
+#: Kernels that do the FLOPs the formula counts (linear layers, attention, output head).
+MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm",
+              "aten::_scaled_dot_product_flash_attention_for_cpu",
+              "aten::_scaled_dot_product_flash_attention_for_cpu_backward")
+PHASES = ("data", "forward", "backward", "clip", "optimizer", "validate")
+
+
+def matmul_gflops(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> float:
+    """GFLOP/s of one ``torch.mm(a, b)`` of square matrices."""
+    n = a.size(0)
+    t0 = time.perf_counter()
+    torch.mm(a, b, out=out)
+    return 2.0 * n**3 / (time.perf_counter() - t0) / 1e9
+
+
+def new_model(size: str, block: int) -> GPTModel:
+    return GPTModel(vocab_size=VOCAB, block_size=block, size=size, device="cpu", seed=0,
+                    train=GPTTrainConfig(batch_size=BATCH, epochs=1.0, lr=1e-3))
+
+
+def token_rows(rows: int, block: int, seed: int = 0) -> np.ndarray:
+    """Byte tokens without EOS (id 0): every row is trained at the full block width."""
+    return np.random.default_rng(seed).integers(1, VOCAB, size=(rows, block), dtype=np.int64)
+
+
+def timed_fit(model: GPTModel, data: np.ndarray, seed: int) -> tuple[float, float]:
+    """(seconds, FLOPs) of one fit, the FLOPs as the sweep counts them."""
+    t0 = time.perf_counter()
+    model.fit(data, np.random.default_rng(seed))
+    seconds = time.perf_counter() - t0
+    return seconds, float(model.flops("fit", len(data)))
+
+
+def profile_fit(model: GPTModel, data: np.ndarray) -> dict[str, float]:
+    """Seconds of one fit under the profiler: wall, each marked phase, matmul kernels."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        t0 = time.perf_counter()
+        model.fit(data, np.random.default_rng(1))
+        wall = time.perf_counter() - t0
+    out = {"wall": wall, "matmul": 0.0, **dict.fromkeys(PHASES, 0.0)}
+    for event in prof.events():
+        if event.name.startswith("gpt.") and event.name[4:] in PHASES:
+            out[event.name[4:]] += event.cpu_time_total / 1e6  # the range's duration
+        elif event.name in MATMUL_OPS:
+            out["matmul"] += event.self_cpu_time_total / 1e6
+    return out
+
+
+def _load() -> str:
+    return ", ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
+def measure(threads: int, *, size: str, block: int, steps: int, n_peak: int, reps: int
+            ) -> list[dict[str, Any]]:
+    torch.set_num_threads(threads)
+    tag = f"{threads} thread{'s' if threads > 1 else ''}"
+    a, b, c = (torch.randn(n_peak, n_peak) for _ in range(3))
+    model = new_model(size, block)
+    data = token_rows(BATCH * steps, block)
+    load_before = _load()
+    matmul_gflops(a, b, c)  # warm-up: MKL's buffers, the allocator, the caches
+    model.fit(data[:BATCH], np.random.default_rng(0))
+    peaks, achieved, seconds = [], [], []
+    for rep in range(reps):
+        peaks.append(matmul_gflops(a, b, c))
+        dt, flops = timed_fit(model, data, seed=rep)
+        seconds.append(dt)
+        achieved.append(flops / dt / 1e9)
+    peak, got = statistics.median(peaks), statistics.median(achieved)
+    util = got / peak
+    fit_flops = flops  # the same data every repetition, so the same count
+    prof = profile_fit(model, data)
+    load = f"load average before {load_before}, after {_load()}"
+    target, met = at_least(util, TARGET) if size == SIZE else (None, None)  # the 10M size only
+    per_step = {k: v / steps * 1e3 for k, v in prof.items()}
+    marked = sum(prof[p] for p in PHASES)
+    out = [
+        record(f"fp32 matmul peak, {n_peak}^2 ({tag})", peak, "GFLOP/s",
+               note=f"median of {reps}, range {min(peaks):.0f}-{max(peaks):.0f}; {load}"),
+        record(f"GPT-{size} training, achieved ({tag})", got, "GFLOP/s",
+               note=f"median of {reps} fits of {steps} steps x {BATCH} x {block} tokens, "
+                    f"{fit_flops / 1e9:.0f} GFLOP each (model.flops), "
+                    f"{BATCH * block * steps / statistics.median(seconds):.0f} tokens/s; "
+                    f"range {min(achieved):.1f}-{max(achieved):.1f} GFLOP/s"),
+        record(f"GPT-{size} training utilisation ({tag})", util, "of peak", target=target,
+               met=met, note=load),
+    ]
+    fwd_bwd = prof["forward"] + prof["backward"]
+    for phase in ("data", "forward", "backward", "clip", "optimizer"):
+        note = f"{per_step[phase]:.1f} ms/step"
+        if phase in ("forward", "backward") and prof[phase] > 0:
+            share = 1 / 3 if phase == "forward" else 2 / 3  # 2N of 6N, 4N of 6N
+            note += f", {fit_flops * share / prof[phase] / 1e9:.1f} GFLOP/s"
+        out.append(record(f"profile ({tag}): {phase}", prof[phase] / prof["wall"],
+                          "share of fit", note=note))
+    out.append(record(f"profile ({tag}): Python and loop overhead", (prof["wall"] - marked)
+                      / prof["wall"], "share of fit",
+                      note=f"{(prof['wall'] - marked) / steps * 1e3:.1f} ms/step outside the marked "
+                           "phases: fit's set-up, lr schedule, bookkeeping"))
+    out.append(record(f"profile ({tag}): matmul and attention kernels", prof["matmul"]
+                      / prof["wall"], "share of fit",
+                      note=f"{fit_flops / prof['matmul'] / 1e9:.1f} GFLOP/s inside them "
+                           f"({fit_flops / prof['matmul'] / 1e9 / peak:.2f} of peak); the rest "
+                           f"of forward + backward ({(fwd_bwd - prof['matmul']) / steps * 1e3:.0f} "
+                           "ms/step) is layer norms, GELU, softmax, bias and residual adds, copies"))
+    return out
+
+
+def fused_adamw_speedup(size: str, *, block: int, steps: int, reps: int) -> dict[str, Any]:
+    """Train-step time with torch's per-tensor AdamW loop over the time with the fused one."""
+    x = torch.from_numpy(token_rows(BATCH, block))
+    fused = new_model(size, block)
+    fused_opt = fused._optimizer()
+    looped = new_model(size, block)
+    looped_opt = looped._optimizer()  # the same groups and settings, then the loop kernel
+    looped_opt = torch.optim.AdamW([{**g, "fused": None, "foreach": False}
+                                    for g in looped_opt.param_groups])
+
+    def timer(model: GPTModel, opt: torch.optim.Optimizer) -> Any:
+        def go() -> None:
+            for _ in range(steps):
+                model._train_step(x, opt)
+        return go
+
+    times = interleaved({"fused": timer(fused, fused_opt), "loop": timer(looped, looped_opt)},
+                        reps=reps)
+    t_fused, t_loop = median(times["fused"]), median(times["loop"])
+    return record(f"fused AdamW speedup, GPT-{size} train step (1 thread)", t_loop / t_fused, "x",
+                  note=f"{t_loop / steps * 1e3:.1f} -> {t_fused / steps * 1e3:.1f} ms/step, batch "
+                       f"{BATCH} x {block}; load average {_load()}")
+
+
+def run(quick: bool) -> list[dict[str, Any]]:
+    default = torch.get_num_threads()
+    counts = [1] if quick else sorted({1, default})
+    try:
+        out: list[dict[str, Any]] = []
+        for threads in counts:
+            if quick:
+                out += measure(threads, size="s", block=64, steps=2, n_peak=1024, reps=1)
+            else:
+                out += measure(threads, size=SIZE, block=BLOCK, steps=8, n_peak=4096, reps=3)
+        if len(counts) > 1:
+            peaks = {t: next(r["value"] for r in out if r["name"].startswith("fp32 matmul peak")
+                             and f"({t} thread" in r["name"]) for t in counts}
+            out.append(record(f"matmul peak scaling, {counts[-1]} threads / 1", peaks[counts[-1]]
+                              / peaks[1], "x", note="the cores this process got: ~2 on a quiet "
+                              "2-core machine, less when other processes share them"))
+        torch.set_num_threads(1)
+        for size in ["xs"] if quick else ["xs", "m"]:
+            out.append(fused_adamw_speedup(size, block=64, steps=2 if quick else 10 if size == "xs"
+                                           else 2, reps=2 if quick else 7))
+        return out
+    finally:
+        torch.set_num_threads(default)
+
+
+METHOD = __doc__
