@@ -19,7 +19,9 @@ machine), measured in one run, interleaved (each repetition times the peak, then
 
 And, on 1 thread, interleaved, median of 7: ``GPTModel._train_step`` with the model's fused
 AdamW against the same step with torch's per-tensor AdamW loop (its CPU default), for the
-sizes ``xs`` (what most sweeps train) and ``m``, batch 32 x 64.
+sizes ``xs`` (what most sweeps train) and ``m``, batch 32 x 64; and (full run only) the
+``l`` step with its network under ``torch.compile`` (inductor, gcc) against eager, after the
+compile (whose seconds are reported), median of 3: it decides whether compiling would pay.
 
 ``l`` (6 layers, 8 heads, width 320) is the named size nearest 10M parameters: 7.52M with a
 256-token vocabulary, 7.48M of them costing FLOPs per position (``xl`` has 19.4M).
@@ -120,18 +122,25 @@ def measure(threads: int, *, size: str, block: int, steps: int, n_peak: int, rep
     target, met = at_least(util, TARGET) if size == SIZE else (None, None)  # the 10M size only
     per_step = {k: v / steps * 1e3 for k, v in prof.items()}
     marked = sum(prof[p] for p in PHASES)
+    fwd_bwd = prof["forward"] + prof["backward"]
+    kernel_rate = fit_flops / prof["matmul"] / 1e9
+    why = "" if met is not False else (
+        f"; below target because the matmul and attention kernels, at {kernel_rate / peak:.2f} of "
+        f"peak, fill only {prof['matmul'] / prof['wall']:.0%} of the fit: the other forward and "
+        f"backward ops take {(fwd_bwd - prof['matmul']) / steps * 1e3:.0f} ms/step, clipping and "
+        f"AdamW {per_step['clip'] + per_step['optimizer']:.0f} (profile rows)")
     out = [
         record(f"fp32 matmul peak, {n_peak}^2 ({tag})", peak, "GFLOP/s",
                note=f"median of {reps}, range {min(peaks):.0f}-{max(peaks):.0f}; {load}"),
         record(f"GPT-{size} training, achieved ({tag})", got, "GFLOP/s",
                note=f"median of {reps} fits of {steps} steps x {BATCH} x {block} tokens, "
-                    f"{fit_flops / 1e9:.0f} GFLOP each (model.flops), "
+                    f"{fit_flops / 1e9:.0f} GFLOP each (model.flops, {model.n_params / 1e6:.2f}M "
+                    "params), "
                     f"{BATCH * block * steps / statistics.median(seconds):.0f} tokens/s; "
                     f"range {min(achieved):.1f}-{max(achieved):.1f} GFLOP/s"),
         record(f"GPT-{size} training utilisation ({tag})", util, "of peak", target=target,
-               met=met, note=load),
+               met=met, note=load + why),
     ]
-    fwd_bwd = prof["forward"] + prof["backward"]
     for phase in ("data", "forward", "backward", "clip", "optimizer"):
         note = f"{per_step[phase]:.1f} ms/step"
         if phase in ("forward", "backward") and prof[phase] > 0:
@@ -145,8 +154,8 @@ def measure(threads: int, *, size: str, block: int, steps: int, n_peak: int, rep
                            "phases: fit's set-up, lr schedule, bookkeeping"))
     out.append(record(f"profile ({tag}): matmul and attention kernels", prof["matmul"]
                       / prof["wall"], "share of fit",
-                      note=f"{fit_flops / prof['matmul'] / 1e9:.1f} GFLOP/s inside them "
-                           f"({fit_flops / prof['matmul'] / 1e9 / peak:.2f} of peak); the rest "
+                      note=f"the fit's FLOPs over the time in them: {kernel_rate:.1f} GFLOP/s "
+                           f"({kernel_rate / peak:.2f} of peak); the rest "
                            f"of forward + backward ({(fwd_bwd - prof['matmul']) / steps * 1e3:.0f} "
                            "ms/step) is layer norms, GELU, softmax, bias and residual adds, copies"))
     return out
@@ -176,6 +185,33 @@ def fused_adamw_speedup(size: str, *, block: int, steps: int, reps: int) -> dict
                        f"{BATCH} x {block}; load average {_load()}")
 
 
+def compile_speedup(size: str, *, block: int, reps: int) -> list[dict[str, Any]]:
+    """Eager train-step time over the time with the network under ``torch.compile``."""
+    model = new_model(size, block)
+    x = torch.from_numpy(token_rows(BATCH, block))
+    opt = model._optimizer()
+    eager = model.net
+    t0 = time.perf_counter()
+    compiled = torch.compile(eager)
+    model.net = compiled  # type: ignore[assignment] - same parameters, traced forward
+    model._train_step(x, opt)  # compiles forward and backward
+    compile_s = time.perf_counter() - t0
+
+    def step(net: Any) -> Any:
+        def go() -> None:
+            model.net = net
+            model._train_step(x, opt)
+        return go
+
+    times = interleaved({"eager": step(eager), "compiled": step(compiled)}, reps=reps)
+    model.net = eager
+    t_eager, t_comp = median(times["eager"]), median(times["compiled"])
+    return [record(f"torch.compile compile time, GPT-{size} train step (1 thread)", compile_s, "s"),
+            record(f"torch.compile speedup, GPT-{size} train step (1 thread)", t_eager / t_comp, "x",
+                   note=f"{t_eager * 1e3:.0f} -> {t_comp * 1e3:.0f} ms/step, batch {BATCH} x {block}; "
+                        f"load average {_load()}")]
+
+
 def run(quick: bool) -> list[dict[str, Any]]:
     default = torch.get_num_threads()
     counts = [1] if quick else sorted({1, default})
@@ -196,6 +232,8 @@ def run(quick: bool) -> list[dict[str, Any]]:
         for size in ["xs"] if quick else ["xs", "m"]:
             out.append(fused_adamw_speedup(size, block=64, steps=2 if quick else 10 if size == "xs"
                                            else 2, reps=2 if quick else 7))
+        if not quick:
+            out += compile_speedup(SIZE, block=BLOCK, reps=3)
         return out
     finally:
         torch.set_num_threads(default)
