@@ -23,6 +23,11 @@ sizes ``xs`` (what most sweeps train) and ``m``, batch 32 x 64; and (full run on
 ``l`` step with its network under ``torch.compile`` (inductor, gcc) against eager, after the
 compile (whose seconds are reported), median of 3: it decides whether compiling would pay.
 
+The multi-thread case runs a second time in a fresh interpreter with
+``OMP_WAIT_POLICY=PASSIVE``: torch's OpenMP threads then sleep at a barrier instead of
+spinning, which decides how a shared machine treats them (the threads of every small op wait
+for one another, and a spinning thread takes the core its descheduled partner needs).
+
 ``l`` (6 layers, 8 heads, width 320) is the named size nearest 10M parameters: 7.52M with a
 256-token vocabulary, 7.48M of them costing FLOPs per position (``xl`` has 19.4M).
 Other processes on these cores stall every multithreaded op, so the load average is recorded
@@ -31,9 +36,14 @@ with each figure; the 1-thread figures are the least disturbed by a shared machi
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -98,10 +108,10 @@ def _load() -> str:
     return ", ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
-def measure(threads: int, *, size: str, block: int, steps: int, n_peak: int, reps: int
-            ) -> list[dict[str, Any]]:
+def measure(threads: int, *, size: str, block: int, steps: int, n_peak: int, reps: int,
+            label: str = "") -> list[dict[str, Any]]:
     torch.set_num_threads(threads)
-    tag = f"{threads} thread{'s' if threads > 1 else ''}"
+    tag = f"{threads} thread{'s' if threads > 1 else ''}{label}"
     a, b, c = (torch.randn(n_peak, n_peak) for _ in range(3))
     model = new_model(size, block)
     data = token_rows(BATCH * steps, block)
@@ -185,17 +195,39 @@ def fused_adamw_speedup(size: str, *, block: int, steps: int, reps: int) -> dict
                        f"{BATCH} x {block}; load average {_load()}")
 
 
+def measure_passive(threads: int, **kwargs: Any) -> list[dict[str, Any]]:
+    """``measure`` in a fresh interpreter whose OpenMP threads sleep at a barrier instead of
+    spinning (``OMP_WAIT_POLICY=PASSIVE``, read when the OpenMP runtime loads)."""
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE",
+           "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    code = ("import json; from benchmarks.gpt_utilisation import measure; "
+            f"print(json.dumps(measure({threads}, label=', OMP_WAIT_POLICY=PASSIVE', **{kwargs!r})))")
+    done = subprocess.run([sys.executable, "-c", code], env=env, cwd=root, capture_output=True,
+                          text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def compile_speedup(size: str, *, block: int, reps: int) -> list[dict[str, Any]]:
     """Eager train-step time over the time with the network under ``torch.compile``."""
     model = new_model(size, block)
     x = torch.from_numpy(token_rows(BATCH, block))
     opt = model._optimizer()
     eager = model.net
-    t0 = time.perf_counter()
-    compiled = torch.compile(eager)
-    model.net = compiled  # type: ignore[assignment] - same parameters, traced forward
-    model._train_step(x, opt)  # compiles forward and backward
-    compile_s = time.perf_counter() - t0
+    saved = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    with tempfile.TemporaryDirectory() as cold:  # a cold compile, not one from an earlier run's cache
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = cold
+        try:
+            t0 = time.perf_counter()
+            compiled = torch.compile(eager)
+            model.net = compiled  # type: ignore[assignment] - same parameters, traced forward
+            model._train_step(x, opt)  # compiles forward and backward
+            compile_s = time.perf_counter() - t0
+        finally:
+            if saved is None:
+                os.environ.pop("TORCHINDUCTOR_CACHE_DIR", None)
+            else:
+                os.environ["TORCHINDUCTOR_CACHE_DIR"] = saved
 
     def step(net: Any) -> Any:
         def go() -> None:
@@ -217,14 +249,16 @@ def run(quick: bool) -> list[dict[str, Any]]:
     counts = [1] if quick else sorted({1, default})
     try:
         out: list[dict[str, Any]] = []
+        setup = ({"size": "s", "block": 64, "steps": 2, "n_peak": 1024, "reps": 1} if quick else
+                 {"size": SIZE, "block": BLOCK, "steps": 8, "n_peak": 4096, "reps": 3})
         for threads in counts:
-            if quick:
-                out += measure(threads, size="s", block=64, steps=2, n_peak=1024, reps=1)
-            else:
-                out += measure(threads, size=SIZE, block=BLOCK, steps=8, n_peak=4096, reps=3)
+            out += measure(threads, **setup)
+        if len(counts) > 1:
+            out += measure_passive(counts[-1], **setup)
         if len(counts) > 1:
             peaks = {t: next(r["value"] for r in out if r["name"].startswith("fp32 matmul peak")
-                             and f"({t} thread" in r["name"]) for t in counts}
+                             and r["name"].endswith(f"({t} thread{'s' if t > 1 else ''})"))
+                     for t in counts}
             out.append(record(f"matmul peak scaling, {counts[-1]} threads / 1", peaks[counts[-1]]
                               / peaks[1], "x", note="the cores this process got: ~2 on a quiet "
                               "2-core machine, less when other processes share them"))
