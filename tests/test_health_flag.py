@@ -100,7 +100,9 @@ def test_run_sweep_checks_before_the_trials_once(tmp_path, monkeypatch):
     run = driver.run_sweep(_sweep(1e-9), storage=str(tmp_path), progress=False)
     assert seen[-1] is not None and seen[-1]["passed"] is False
     write_health(run, PASSED)
-    driver.run_sweep(_sweep(1e-9), storage=str(tmp_path), progress=False, extend=True)
+    # (the grid's 2 points were asked for: extending searches them with another sampler)
+    driver.run_sweep(_sweep(1e-9, sampler="random"), storage=str(tmp_path), progress=False,
+                     extend=True)
     assert seen[-1]["passed"] is True  # not rerun
     driver.run_sweep(_sweep(1e-9), storage=str(tmp_path), progress=False, overwrite=True)
     assert seen[-1]["passed"] is False  # rerun on the emptied directory
