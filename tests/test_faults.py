@@ -632,3 +632,19 @@ def test_fault_drill_every_trial_once_and_the_same_answer(ray_session, tmp_path,
     (run_dir / "results.parquet").write_bytes(os.urandom(512))
     assert _answer(run_dir) == reference
     _check_drill(run_dir, reference)
+
+
+def test_extend_adds_the_trials_asked_for_up_to_the_grid():
+    """--extend adds search.trials more; on a grid, no more than its unasked points, and a
+    grid whose points were all asked for is refused (no Ray: the config arithmetic only)."""
+    from sweep.config import ConfigError
+    from sweep.search.driver import extended_config
+
+    def grid(trials: int, **search) -> object:
+        return load_config(TINY, {"search.trials": trials, **{f"search.{k}": v for k, v in search.items()}})
+
+    assert extended_config(grid(2), grid(1), "runs/tiny").search["trials"] == 3
+    assert extended_config(grid(2), grid(4), "runs/tiny").search["trials"] == 4  # the grid's 4
+    with pytest.raises(ConfigError, match="has run all 4 points of its grid already"):
+        extended_config(grid(4), grid(2), "runs/tiny")
+    assert extended_config(grid(4), grid(3, sampler="random"), "runs/tiny").search["trials"] == 7

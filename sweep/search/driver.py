@@ -506,19 +506,17 @@ def extended_config(old: ChainConfig, new: ChainConfig, run_dir: Path | str) -> 
         diff = _first_difference(a, b)
         raise ConfigError(f"--extend: {diff} differs from {run_dir / 'sweep.yaml'}; extending "
                           "needs the same config apart from search.trials, sampler, concurrency")
-    before = validate_search(old).num_trials
-    tree = new.model_dump(mode="json")
-    tree["search"]["trials"] = before + validate_search(new).num_trials
-    extended = load_config(tree)
-    grid = validate_search(extended).grid_size
+    before, added = validate_search(old).num_trials, validate_search(new)
+    grid = added.grid_size  # None unless the extension searches with the grid sampler
     if grid is not None and before >= grid:
         raise ConfigError(f"--extend: {run_dir} has run all {grid} points of its grid already; "
                           "nothing to add (search another sampler with --set "
                           "search.sampler=cheapest, or widen the space under a new --name)")
-    if grid is not None:  # the grid's remaining points, not more
-        tree["search"]["trials"] = grid
-        extended = load_config(tree)
-    return extended
+    tree = new.model_dump(mode="json")
+    tree["search"]["trials"] = before + added.num_trials
+    if grid is not None:  # at most the grid's remaining points
+        tree["search"]["trials"] = min(tree["search"]["trials"], grid)
+    return load_config(tree)
 
 
 def _first_difference(a: Any, b: Any, path: str = "") -> str:
