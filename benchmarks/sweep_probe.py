@@ -22,6 +22,7 @@ import os
 import statistics
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -100,18 +101,22 @@ def install() -> None:
     driver.run_trial = run_trial_logged
 
 
-def _timed(cls: Any, name: str, log: _Log, event: str) -> None:
-    original = getattr(cls, name)
+def _timing(original: Callable[..., Any], done: Callable[[float], None]) -> Callable[..., Any]:
+    """``original``, calling ``done(seconds)`` after each call (also when it raises)."""
 
     @functools.wraps(original)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        t = time.time()
+        t = time.perf_counter()
         try:
             return original(*args, **kwargs)
         finally:
-            log(event, seconds=time.time() - t)
+            done(time.perf_counter() - t)
 
-    setattr(cls, name, wrapper)
+    return wrapper
+
+
+def _timed(cls: Any, name: str, log: _Log, event: str) -> None:
+    setattr(cls, name, _timing(getattr(cls, name), lambda seconds: log(event, seconds=seconds)))
 
 
 # --------------------------------------------------------------------------- driver side
@@ -127,17 +132,12 @@ class DriverProbe:
     def _wrap(self, owner: Any, name: str, label: str) -> None:
         original = owner.__dict__[name] if isinstance(owner, type) else getattr(owner, name)
 
-        @functools.wraps(original)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            t = time.perf_counter()
-            try:
-                return original(*args, **kwargs)
-            finally:
-                self.seconds[label] += time.perf_counter() - t
-                self.calls[label] += 1
+        def done(seconds: float) -> None:
+            self.seconds[label] += seconds
+            self.calls[label] += 1
 
         self._undo.append((owner, name, original))
-        setattr(owner, name, wrapper)
+        setattr(owner, name, _timing(original, done))
 
     def __enter__(self) -> DriverProbe:
         from ray.tune import Tuner
