@@ -321,13 +321,24 @@ def _can_unshare(probe: Path) -> str | None:
 
 
 def _node_ports() -> str:
+    """Every port a node binds, each picked free (a ``--min/max-worker-port`` range of 16
+    consecutive ports could hold one already in use, by the other node or an S3 server), and a
+    small object store (two nodes at the default 30% of memory each ask for 14 GiB of shm)."""
     flags = ("--node-manager-port", "--object-manager-port", "--metrics-export-port",
              "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port",
              "--runtime-env-agent-port")
-    ports = free_ports(len(flags) + 1)
-    lo = ports[-1]
+    ports = free_ports(len(flags) + 8)
+    workers = ",".join(str(p) for p in ports[len(flags):])
     return " ".join(f"{f}={p}" for f, p in zip(flags, ports, strict=False)) + (
-        f" --min-worker-port={lo} --max-worker-port={lo + 15}")
+        f" --worker-port-list={workers} --object-store-memory={200 * 2**20}")
+
+
+def _node_logs(worker_log: Path, temp: str) -> str:
+    """What a worker node that did not join said: its ``ray start`` output and raylet logs."""
+    parts = [f"== {worker_log.name}\n{worker_log.read_text(errors='replace')[-3000:]}"]
+    for log in sorted(Path(temp).glob("session_*/logs/raylet*"))[:6]:
+        parts.append(f"== {log.name}\n{log.read_text(errors='replace')[-1500:]}")
+    return "\n".join(parts)
 
 
 @pytest.mark.slow
@@ -357,14 +368,16 @@ def test_two_node_sweep_worker_cannot_see_the_driver_disk(s3, tmp_path):
             f"{_node_ports()}", shell=True, env=env, capture_output=True, text=True, timeout=120)
         assert head.returncode == 0, head.stdout[-2000:] + head.stderr[-2000:]
         address = f"127.0.0.1:{port}"
-        worker = subprocess.Popen(
-            ["unshare", "-m", "--propagation", "private", "sh", "-c",
-             f"mount -t tmpfs tmpfs {cache} && exec {BIN}/ray start --address={address} "
-             f"--num-cpus=1 --block --disable-usage-stats --temp-dir={temp} {_node_ports()}"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True)
+        worker_log = base / "worker.log"
+        with worker_log.open("wb") as log:
+            worker = subprocess.Popen(
+                ["unshare", "-m", "--propagation", "private", "sh", "-c",
+                 f"mount -t tmpfs tmpfs {cache} && exec {BIN}/ray start --address={address} "
+                 f"--num-cpus=1 --block --disable-usage-stats --temp-dir={temp} {_node_ports()}"],
+                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
-            _wait_for_nodes(env, address, 2)
+            joined = _wait_for_nodes(env, address, 2)
+            assert joined == "", joined + "\n" + _node_logs(worker_log, temp)
             faults = base / "faults"
             faults.mkdir()
             cfg = tiny("nodes", trials=4, generations=20)
@@ -388,13 +401,14 @@ def test_two_node_sweep_worker_cannot_see_the_driver_disk(s3, tmp_path):
         shutil.rmtree(base, ignore_errors=True)
 
 
-def _wait_for_nodes(env: dict[str, str], address: str, n: int) -> None:
+def _wait_for_nodes(env: dict[str, str], address: str, n: int) -> str:
+    """'' once ``n`` nodes are alive (up to 120 s), else what the cluster said."""
     code = ("import ray, time, sys\n"
             f"ray.init(address='{address}', include_dashboard=False, log_to_driver=False)\n"
             "t = time.time()\n"
             f"while len([x for x in ray.nodes() if x['Alive']]) < {n}:\n"
-            "    assert time.time() - t < 60, ray.nodes()\n"
+            "    assert time.time() - t < 120, ray.nodes()\n"
             "    time.sleep(0.5)\n")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         timeout=120)
-    assert out.returncode == 0, out.stderr[-3000:]
+                         timeout=180)
+    return "" if out.returncode == 0 else out.stderr[-3000:]
