@@ -368,15 +368,15 @@ def test_two_node_sweep_worker_cannot_see_the_driver_disk(s3, tmp_path):
             f"{_node_ports()}", shell=True, env=env, capture_output=True, text=True, timeout=120)
         assert head.returncode == 0, head.stdout[-2000:] + head.stderr[-2000:]
         address = f"127.0.0.1:{port}"
-        worker_log = base / "worker.log"
-        with worker_log.open("wb") as log:
-            worker = subprocess.Popen(
-                ["unshare", "-m", "--propagation", "private", "sh", "-c",
-                 f"mount -t tmpfs tmpfs {cache} && exec {BIN}/ray start --address={address} "
-                 f"--num-cpus=1 --block --disable-usage-stats --temp-dir={temp} {_node_ports()}"],
-                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        worker, worker_log = _start_worker_node(cache, address, temp, env, base / "worker.log")
         try:
             joined = _wait_for_nodes(env, address, 2)
+            if joined and worker.poll() is not None:  # it exited: a port taken since picked
+                first = _node_logs(worker_log, temp)
+                worker, worker_log = _start_worker_node(cache, address, temp, env,
+                                                        base / "worker-2.log")
+                again = _wait_for_nodes(env, address, 2)
+                joined = again and f"{first}\n== started again:\n{again}"
             assert joined == "", joined + "\n" + _node_logs(worker_log, temp)
             faults = base / "faults"
             faults.mkdir()
@@ -399,6 +399,18 @@ def test_two_node_sweep_worker_cannot_see_the_driver_disk(s3, tmp_path):
             kill_session(worker.pid)
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def _start_worker_node(cache: Path, address: str, temp: str, env: dict[str, str],
+                       log_path: Path) -> tuple[subprocess.Popen, Path]:
+    """A worker node in its own mount namespace, a private tmpfs over ``cache``."""
+    with log_path.open("wb") as log:
+        worker = subprocess.Popen(
+            ["unshare", "-m", "--propagation", "private", "sh", "-c",
+             f"mount -t tmpfs tmpfs {cache} && exec {BIN}/ray start --address={address} "
+             f"--num-cpus=1 --block --disable-usage-stats --temp-dir={temp} {_node_ports()}"],
+            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    return worker, log_path
 
 
 def _wait_for_nodes(env: dict[str, str], address: str, n: int) -> str:
