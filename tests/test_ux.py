@@ -240,7 +240,26 @@ def test_run_validates_before_loading_torch_pandas_or_ray(tmp_path):
             "spec = validate_search(config)\n"
             f"check_output_dir({str(tmp_path / 'runs')!r}, '--storage')\n"
             "check_memory(config, chains=spec.concurrency)\n"
+            "from sweep.rundir.layout import check_new_run\n"
+            f"check_new_run(__import__('pathlib').Path({str(tmp_path / 'runs' / 's')!r}), "
+            "extend=False, overwrite=False)\n"
             "print(sorted(m for m in ('torch', 'pandas', 'ray', 'pyarrow') if m in sys.modules))\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "[]", out
+
+
+def test_run_into_an_existing_name_says_so_before_starting_ray(tmp_path):
+    """`run` into a run that exists is refused in one line before "starting Ray" is printed
+    (it was printed first, then Ray was imported and started, then the error came)."""
+    cfg = tmp_path / "s.yaml"
+    cfg.write_text("name: s\nmodel: {family: gaussian, dim: 1}\nsearch: {trials: 2, "
+                   "space: {curation.strength: {uniform: [0, 0.9]}}}\n")
+    (tmp_path / "runs" / "s").mkdir(parents=True)
+    (tmp_path / "runs" / "s" / "sweep.yaml").write_text(cfg.read_text())
+    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
+    out = subprocess.run([sys.executable, "-m", "sweep", "run", "s.yaml", "--storage", "runs"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+    assert "runs/s already exists; add trials to it with --extend" in out.stderr
+    assert "starting Ray" not in out.stdout + out.stderr

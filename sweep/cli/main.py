@@ -303,6 +303,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     spec = validate_search(config)  # every search error surfaces before Ray starts
     if not _is_uri(args.storage):  # a URI is checked by run_sweep (a write to the bucket)
         check_output_dir(args.storage, "--storage")
+        from sweep.rundir.layout import check_new_run
+
+        check_new_run(Path(args.storage) / config.name, extend=args.extend,
+                      overwrite=args.overwrite)
     if args.address is None:  # trials run here: they must fit in this machine's memory
         check_memory(config, chains=spec.concurrency)
     from sweep.observe.status import announce

@@ -45,7 +45,7 @@ from sweep.rundir.integrity import (
     recover_starts,
     resume_plan,
 )
-from sweep.rundir.layout import SWEEP_FILE, require_sweep_dir
+from sweep.rundir.layout import SWEEP_FILE, check_new_run, require_sweep_dir, run_exists_error
 from sweep.rundir.ledger import Ledger
 from sweep.rundir.lock import LOCK_FILE, driver_lock
 from sweep.rundir.storage import RunStorage, cache_dir, is_uri, join, pull_run
@@ -392,17 +392,13 @@ def run_sweep(config: ChainConfig, *, name: str | None = None, storage: str = ".
         config = load_config(config.model_dump(mode="json"), overrides={"name": name})
     spec = validate_search(config)  # every config error before Ray starts
     check_loggers(config)
-    if extend and overwrite:
-        raise ConfigError("--extend, --overwrite: choose one")
     if is_uri(storage):
+        if extend and overwrite:
+            raise ConfigError("--extend, --overwrite: choose one")
         return _run_on_storage(config, spec, join(storage, config.name), address=address,
                                progress=progress, extend=extend, overwrite=overwrite)
     run_dir = Path(storage) / config.name
-    exists = (run_dir / "sweep.yaml").is_file()
-    if exists and not (extend or overwrite):
-        raise ConfigError(f"--name: {run_dir} already exists; add trials to it with --extend "
-                          "(same config and search space), start over with --overwrite, or "
-                          "choose another --name")
+    exists = check_new_run(run_dir, extend=extend, overwrite=overwrite)
     run_dir.mkdir(parents=True, exist_ok=True)
     with driver_lock(run_dir):  # the old sweep.yaml is read under the lock its driver holds
         if exists and extend:
@@ -468,9 +464,7 @@ def _run_on_storage(config: ChainConfig, spec: Any, run_uri: str, *, address: st
     remote.check_writable()  # bucket, credentials, endpoint: one line before Ray starts
     exists = remote.exists(SWEEP_FILE)
     if exists and not (extend or overwrite):
-        raise ConfigError(f"--name: {run_uri} already exists; add trials to it with --extend "
-                          "(same config and search space), start over with --overwrite, or "
-                          "choose another --name")
+        raise run_exists_error(run_uri)
     run_dir = cache_dir(run_uri)
     run_dir.mkdir(parents=True, exist_ok=True)
     with driver_lock(run_dir):
