@@ -263,3 +263,17 @@ def test_run_into_an_existing_name_says_so_before_starting_ray(tmp_path):
     assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
     assert "runs/s already exists; add trials to it with --extend" in out.stderr
     assert "starting Ray" not in out.stdout + out.stderr
+
+
+def test_rays_token_auth_on_note_is_dropped_and_its_off_warning_kept():
+    import logging
+
+    from sweep.search.driver import _token_auth_on_by_default
+
+    def rec(msg: str) -> logging.LogRecord:
+        return logging.LogRecord("ray", logging.WARNING, "f.py", 1, msg, None, None)
+
+    assert not _token_auth_on_by_default(rec("Token authentication is enabled for this Ray "
+                                             "cluster. Set RAY_AUTH_MODE=disabled to opt out."))
+    assert _token_auth_on_by_default(rec("Token authentication is disabled for this Ray "
+                                         "cluster. Anyone with network access ..."))

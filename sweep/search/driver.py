@@ -155,9 +155,21 @@ def init_ray(address: str | None, *, runtime_env: dict[str, Any] | None = None) 
         # auth stays on for the GCS / raylet ports. address="local" starts a new instance
         # even when another Ray runs on this machine (a bare ray.init() would join that one
         # via /tmp/ray/ray_current_cluster and refuse num_cpus).
-        ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False,
-                 log_to_driver=False, runtime_env=runtime_env)
+        auth_log = logging.getLogger("ray._private.authentication.authentication_token_setup")
+        auth_log.addFilter(_token_auth_on_by_default)
+        try:
+            ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False,
+                     log_to_driver=False, runtime_env=runtime_env)
+        finally:
+            auth_log.removeFilter(_token_auth_on_by_default)
     return True
+
+
+def _token_auth_on_by_default(record: logging.LogRecord) -> bool:
+    """False for Ray's WARNING that a local Ray has token auth on by default: it is on here
+    by design (README, "Security"), and the line broke into the sweep's first status lines.
+    Its warning that auth is *off* (RAY_AUTH_MODE=disabled) still shows."""
+    return "Token authentication is enabled" not in record.getMessage()
 
 
 def _skip_callback_telemetry() -> None:
