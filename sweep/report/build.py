@@ -141,7 +141,8 @@ def fig_compute_quality(sweep: Sweep, out: Path) -> Path | None:
     if ok.quality_gap.abs().max() > 30 * tol:
         ax.set_yscale("symlog", linthresh=tol)
     ax.set_xlabel("total compute (FLOPs, log scale)")
-    ax.set_ylabel("quality gap vs generation 0 (relative)")
+    metric = sweep.config.collapse.metric  # gap = its relative change, worse-positive
+    ax.set_ylabel(f"quality gap: {metric} relative to generation 0")
     hidden = len(sweep.results) - len(ok)
     ax.set_title(f"Compute vs quality ({sweep.config.collapse.metric}): cheapest point under the "
                  f"dashed line wins" + (f"\n{hidden} failed/diverged/running trial{'s' * (hidden > 1)} not shown"
