@@ -4,7 +4,7 @@
     result = run_sweep("configs/analytic-sweep.yaml", overrides=["search.trials=8"])
     result                    # in a notebook: the answer, counts and the Pareto front
     result.results            # one row per trial (pandas)
-    result.run_dir            # runs/analytic-sweep: report, TensorBoard, optuna.db
+    result.run_dir            # runs/analytic-sweep: report, TensorBoard, optuna.journal
 
 ``run_sweep`` / ``resume_sweep`` start (or join) Ray only when called: ``import sweep``
 never imports Ray, so a notebook that only reads results stays light.

@@ -184,7 +184,8 @@ def test_analyze_handcrafted_results_with_known_answer(tmp_path):
         "by_status": None}
 
 
-def test_param_importance_from_optuna_db_and_from_results(tmp_path):
+@pytest.mark.parametrize("study_file", ["optuna.journal", "optuna.db"])  # optuna.db: older runs
+def test_param_importance_from_the_study_and_from_results(tmp_path, study_file):
     run = make_run(tmp_path)
     sweep = load_sweep(run)
     from_results = param_importance(run, "quality_gap")
@@ -195,7 +196,11 @@ def test_param_importance_from_optuna_db_and_from_results(tmp_path):
     dists = {"recursion.regime": optuna.distributions.CategoricalDistribution(["replace", "accumulate"]),
              "recursion.real_fraction": optuna.distributions.FloatDistribution(0.0, 1.0),
              "curation.strength": optuna.distributions.FloatDistribution(0.0, 0.9)}
-    study = optuna.create_study(study_name=run.name, storage=f"sqlite:///{run / 'optuna.db'}",
+    from sweep.files.study import open_storage
+
+    storage = (open_storage(run, create=True) if study_file == "optuna.journal"
+               else f"sqlite:///{run / study_file}")
+    study = optuna.create_study(study_name=run.name, storage=storage,
                                 directions=["minimize", "minimize"])
     for _, r in sweep.results.iterrows():
         study.add_trial(optuna.trial.create_trial(
@@ -204,7 +209,7 @@ def test_param_importance_from_optuna_db_and_from_results(tmp_path):
     study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL))
     from_db = param_importance(run, "total_flops")
     assert set(from_db) == set(SPACE)
-    assert analyze(run)["importance_source"] == "optuna.db"
+    assert analyze(run)["importance_source"] == study_file
     assert set(param_importance(study, "quality_gap")) == set(SPACE)  # a Study itself
 
 

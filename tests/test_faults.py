@@ -186,7 +186,9 @@ def _answer(run_dir: Path) -> dict:
 
 def _study(run_dir: Path) -> optuna.Study:
     name = load_config(run_dir / "sweep.yaml").name
-    return optuna.load_study(study_name=name, storage=f"sqlite:///{run_dir / 'optuna.db'}")
+    from sweep.files.study import load_study
+
+    return load_study(run_dir, name)
 
 
 

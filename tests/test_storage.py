@@ -29,6 +29,7 @@ import pytest
 
 from sweep.config import dump_config, load_config
 from sweep.files.atomic import write_text
+from sweep.files.study import load_study
 from sweep.rundir.ledger import Ledger
 from sweep.rundir.storage import CACHE_ENV, RunStorage, cache_dir, is_uri, join, pull_run, push_run
 from tests.processes import free_ports, kill_session, own_processes, stop_processes
@@ -256,8 +257,8 @@ def test_s3_sweep_killed_resumed_analyzed_from_the_uri(s3, tmp_path, monkeypatch
         df = pd.read_parquet(Path(tmp) / "r.parquet")
         assert sorted(df["number"]) == [0, 1, 2, 3]
         assert df["status"].isin(["finished", "stopped_collapsed"]).all()
-        assert stored.get("optuna.db", Path(tmp) / "optuna.db")
-        study = optuna.load_study(study_name="s3sweep", storage=f"sqlite:///{tmp}/optuna.db")
+        assert stored.get("optuna.journal", Path(tmp) / "optuna.journal")
+        study = load_study(tmp, "s3sweep")
         assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 4
     files = {sub for sub, _, _ in stored.files()}
     for trial_id in df["trial_id"]:

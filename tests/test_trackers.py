@@ -15,7 +15,9 @@ from sweep.config import ConfigError, load_config
 
 
 def _study(run_dir: Path, name: str) -> optuna.Study:
-    return optuna.load_study(study_name=name, storage=f"sqlite:///{run_dir / 'optuna.db'}")
+    from sweep.files.study import load_study
+
+    return load_study(run_dir, name)
 
 
 def test_study_has_metric_names_user_attrs_and_a_constraint_best_trials_respects(tmp_path):
@@ -238,7 +240,7 @@ def test_dashboard_without_the_package_is_one_line(tmp_path, monkeypatch, capsys
 
     run = tmp_path / "r"
     write_text(run / "sweep.yaml", dump_config(load_config({"name": "r"})))
-    (run / "optuna.db").write_bytes(b"")
+    (run / "optuna.journal").write_bytes(b"")
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "optuna_dashboard" else real(name, *a))

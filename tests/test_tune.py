@@ -52,7 +52,9 @@ def analytic(name: str, *, sampler: str = "grid", trials: int = 100, generations
 
 
 def _study(run_dir: Path, name: str) -> optuna.Study:
-    return optuna.load_study(study_name=name, storage=f"sqlite:///{run_dir / 'optuna.db'}")
+    from sweep.files.study import load_study
+
+    return load_study(run_dir, name)
 
 
 @pytest.mark.parametrize("family", ["gaussian", "gmm"])

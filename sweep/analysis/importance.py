@@ -1,7 +1,7 @@
 """Which searched parameters matter for an objective: Optuna's importance evaluators.
 
 fANOVA (seeded, so a report is reproducible) first, mean decrease in impurity if fANOVA
-fails; both need scikit-learn. The study is the sweep's own (optuna.db) when it has enough
+fails; both need scikit-learn. The study is the sweep's own (optuna.journal) when it has enough
 complete trials, else one rebuilt in memory from results.parquet.
 
 The importances of every objective are cached in RUN_DIR/importance.json, keyed by the
@@ -33,7 +33,7 @@ def param_importance(source: Any, objective: str = "quality_gap") -> dict[str, f
 
     ``source``: a run directory, a ``Sweep`` or an ``optuna.Study`` (a multi-objective study
     without metric names is read in the default objective order). A run directory uses its
-    ``optuna.db`` study (name = run name); without one, or with too few complete trials in
+    Optuna study (``sweep.files.study``, name = run name); without one, or with too few complete trials in
     it, an in-memory study is rebuilt from results.parquet. {} with too few trials.
     """
     import optuna
@@ -47,7 +47,8 @@ def param_importance(source: Any, objective: str = "quality_gap") -> dict[str, f
 
 def importance_with_source(sweep: Sweep, objective: str = "quality_gap"
                            ) -> tuple[dict[str, float], str]:
-    """The importances and where they come from: 'optuna.db' or 'results.parquet'."""
+    """The importances and where they come from: the study file (``optuna.journal``, an
+    older run's ``optuna.db``) or 'results.parquet'."""
     table, source = importances(sweep, [objective], cache=False)
     return table[objective], source
 
@@ -86,13 +87,16 @@ def _cache_key(sweep: Sweep, objectives: list[str]) -> str:
 def _compute(sweep: Sweep, objectives: list[str]) -> tuple[dict[str, dict[str, float]], str]:
     import optuna
 
+    from sweep.files.study import study_file
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     searched = [p[len("param."):] for p in sweep.params]
     stored = _stored_study(sweep)
     studies = {o: _study_from_study(stored, o, list(sweep.objectives)) if stored else None
                for o in objectives}
     if all(s is not None and len(s.trials) >= MIN_IMPORTANCE_TRIALS for s in studies.values()):
-        return {o: _importance(s, searched) for o, s in studies.items()}, "optuna.db"
+        return ({o: _importance(s, searched) for o, s in studies.items()},
+                study_file(sweep.run_dir).name)
     return ({o: _importance(_study_from_results(sweep.results, o), searched) for o in objectives},
             "results.parquet")
 
@@ -119,11 +123,12 @@ def _importance(study: Any, searched: list[str]) -> dict[str, float]:
 def _stored_study(sweep: Sweep) -> Any:
     import optuna
 
-    db = sweep.run_dir / "optuna.db"
-    if not db.is_file():
+    from sweep.files.study import open_storage, study_file
+
+    if study_file(sweep.run_dir) is None:
         return None
     try:  # one storage object: each RDBStorage checks the schema (a second or more)
-        storage = optuna.storages.RDBStorage(f"sqlite:///{db.resolve()}")
+        storage = open_storage(sweep.run_dir)
         names = optuna.get_all_study_names(storage)
     except Exception:  # noqa: BLE001 - a locked or foreign database: use results.parquet
         return None

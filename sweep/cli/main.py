@@ -115,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "trials are not rerun (ledger.jsonl), interrupted ones restart "
                                    "from their last generation's checkpoint. Nothing "
                                    "is unpickled from RUN_DIR: the sweep is rebuilt from "
-                                   "sweep.yaml, the ledger, optuna.db and the trials' checkpoints.")
+                                   "sweep.yaml, the ledger, the Optuna study and the trials' checkpoints.")
     p.add_argument("run_dir", metavar="RUN_DIR", help=RUN_DIR_HELP)
     p.add_argument("--address", default=None,
                    help="Ray cluster to join: 'auto' or HOST:PORT (default: a local Ray)")
@@ -147,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=6006, help="port on 127.0.0.1 (default 6006)")
 
     p = sub.add_parser("dashboard", help="serve the sweep's Optuna study (optuna-dashboard) on 127.0.0.1",
-                       description="optuna-dashboard over RUN_DIR/optuna.db: the Pareto front with "
+                       description="optuna-dashboard over the sweep's Optuna study (RUN_DIR/optuna.journal): the Pareto front with "
                                    "the objectives' names, feasible vs infeasible trials, importance "
                                    "per objective, and per trial its Tune id and trials/<id> "
                                    "directory. Needs: pip install 'collapse-sweep[dashboard]'.")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shlex
 from pathlib import Path
+from typing import Any
 
 #: The only addresses ``serve`` binds (loopback).
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -51,13 +52,14 @@ def serve(logdir: str | Path, *, port: int = 6006, host: str = "127.0.0.1") -> N
 DASHBOARD_INSTALL = "pip install 'collapse-sweep[dashboard]'"
 
 
-def dashboard_storage(run_dir: str | Path) -> str:
-    """The sweep's Optuna storage URL (RUN_DIR/optuna.db)."""
-    db = Path(run_dir) / "optuna.db"
-    if not db.is_file():
-        raise FileNotFoundError(f"RUN_DIR: {run_dir} has no optuna.db (not a sweep, or none "
-                                "of its trials has started)")
-    return f"sqlite:///{db.resolve()}"
+def dashboard_storage(run_dir: str | Path) -> Any:
+    """The sweep's Optuna storage (RUN_DIR/optuna.journal, or an older run's optuna.db)."""
+    from sweep.files.study import JOURNAL_FILE, open_storage, study_file
+
+    if study_file(run_dir) is None:
+        raise FileNotFoundError(f"RUN_DIR: {run_dir} has no {JOURNAL_FILE} (not a sweep, or "
+                                "none of its trials has started)")
+    return open_storage(run_dir)
 
 
 def serve_dashboard(run_dir: str | Path, *, port: int = 8080, host: str = "127.0.0.1") -> None:

@@ -14,9 +14,9 @@ from pathlib import Path
 from sweep.config import ChainConfig, ConfigError, load_config, trial_config
 from sweep.engine.replicates import search_seeds, sweep_seeds, trial_key
 from sweep.files.checkpoint import CHECKPOINT_FILE
+from sweep.files.study import SQLITE_FILE, load_study, study_file
 from sweep.rundir.ledger import LEDGER_FILE, Ledger
 
-STUDY_FILE = "optuna.db"
 FIRST_NUMBER_FILE = "first_trial_number"  # the study's first trial of this sweep
 
 
@@ -30,14 +30,10 @@ def first_number(run_dir: Path) -> int:
 
 def study_trials(run_dir: Path, study_name: str) -> list:
     """The study's trials of this sweep (number >= first_number), [] when there is no study."""
-    path = Path(run_dir) / STUDY_FILE
-    if not path.is_file():
+    if study_file(run_dir) is None:
         return []
-    import optuna
-
-    storage = optuna.storages.RDBStorage(f"sqlite:///{path.resolve()}")
     try:
-        study = optuna.load_study(study_name=study_name, storage=storage)
+        study = load_study(run_dir, study_name)
     except KeyError:
         return []
     first = first_number(run_dir)
@@ -53,15 +49,21 @@ def recorded_numbers(run_dir: Path) -> set[int]:
 def complete_numbers(run_dir: Path, study_name: str) -> list[int]:
     """Numbers of the study's COMPLETE trials of this sweep, [] when there is no study.
 
-    Read with sqlite3 from Optuna's schema (tables ``studies`` / ``trials``, state by name):
-    opening an Optuna RDBStorage checks the schema version and cost 3-4 s of an ``analyze``
-    that otherwise takes one. Any surprise (another schema, a lock) falls back to Optuna.
+    An older run's ``optuna.db`` is read with sqlite3 from Optuna's schema (tables
+    ``studies`` / ``trials``, state by name): opening an Optuna RDBStorage checks the schema
+    version and cost 3-4 s of an ``analyze`` that otherwise takes one. Any surprise (another
+    schema, a lock) falls back to Optuna, as does a journal (replayed in milliseconds).
     """
     import sqlite3
 
-    path = Path(run_dir) / STUDY_FILE
-    if not path.is_file():
+    path = study_file(run_dir)
+    if path is None:
         return []
+    if path.name != SQLITE_FILE:
+        from optuna.trial import TrialState
+
+        return [t.number for t in study_trials(run_dir, study_name)
+                if t.state == TrialState.COMPLETE]
     try:
         con = sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True, timeout=10)
         try:

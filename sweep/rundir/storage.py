@@ -6,7 +6,8 @@ local copy, the run's *cache* (``$COLLAPSE_SWEEP_CACHE``, default
 through ``pyarrow.fs`` (credentials and endpoint from the standard environment, e.g.
 ``AWS_ENDPOINT_URL``, ``AWS_PROFILE``):
 
-- the driver owns ``sweep.yaml``, the ledger, ``optuna.db`` (uploaded as a consistent SQLite
+- the driver owns ``sweep.yaml``, the ledger, the Optuna study (``optuna.journal``, uploaded
+  up to its last complete line; an older run's ``optuna.db`` as a consistent SQLite
   snapshot), ``results.*``, the summary and the sweep's board, and uploads them as they change
   (``push_run``);
 - a trial, on whatever node it runs, writes ``trials/<id>/`` (and ``confirm/<id>/``) in its
@@ -30,12 +31,14 @@ from pathlib import Path
 
 from sweep.config import ConfigError
 from sweep.files.atomic import atomic_path
+from sweep.files.study import JOURNAL_FILE, JOURNAL_LOCK, complete_lines
 from sweep.rundir.ledger import Ledger
 
 CACHE_ENV = "COLLAPSE_SWEEP_CACHE"
 #: Never uploaded by the driver: the trials upload their own directories; Tune writes its
 #: state itself (``tune*``); the lock and the generation-0 cache are per machine.
-DRIVER_SKIP = ("trials", "confirm", "cache", "tune", "tune-confirm", "driver.lock")
+DRIVER_SKIP = ("trials", "confirm", "cache", "tune", "tune-confirm", "driver.lock",
+               JOURNAL_LOCK)
 #: Trial directories live under these (``sweep.search.trial.STAGE_DIRS``).
 TRIAL_ROOTS = ("trials", "confirm")
 
@@ -103,6 +106,14 @@ class RunStorage:
         with self.fs.open_output_stream(self.path(rel)) as out:
             out.write(data)
 
+    def put_study(self, local: Path, rel: str) -> None:
+        """The Optuna study file ``local``, as a reader may use it while the driver writes:
+        a journal up to its last complete line, an SQLite database as a consistent snapshot."""
+        if local.name == JOURNAL_FILE:
+            self.put_bytes(complete_lines(local.read_bytes()), rel)
+        else:
+            self.put_db(local, rel)
+
     def put_db(self, local: Path, rel: str) -> None:
         """A consistent snapshot of the SQLite database ``local`` (written by others meanwhile)."""
         with tempfile.TemporaryDirectory() as tmp:
@@ -136,8 +147,8 @@ class RunStorage:
             stamp = (st.st_size, st.st_mtime_ns)
             if self._sent.get(target) == stamp:
                 continue
-            if path.suffix == ".db":
-                self.put_db(path, target)
+            if path.suffix == ".db" or path.name == JOURNAL_FILE:
+                self.put_study(path, target)
             else:
                 try:
                     self.put(path, target)
@@ -223,8 +234,8 @@ def pull_run(storage: RunStorage, local: Path, *, checkpoints: str = "none",
     ``trials_only``: only the trials' directories (the driver, whose own files are newer).
     """
     local.mkdir(parents=True, exist_ok=True)
-    if not trials_only:  # sweep.yaml, the ledger, optuna.db, results...
-        storage.get_tree("", local, keep=lambda sub: "/" not in sub)
+    if not trials_only:  # sweep.yaml, the ledger, the study, results...
+        storage.get_tree("", local, keep=lambda sub: "/" not in sub and sub != JOURNAL_LOCK)
     finished = {r.get("trial_id") for r in Ledger(local).records() if r.get("event") == "done"}
 
     def keep(sub: str) -> bool:

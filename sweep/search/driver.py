@@ -3,7 +3,7 @@
 ``run_sweep(config)`` searches ``config.search.space`` with an Optuna sampler (default: the
 cost-ordered ``cheapest``, ``sweep.search.cheapest``; ``sweep.search.searcher``); each trial is one chain (``sweep.search.trial.run_trial``) run
 by the Tune function trainable ``tune_trainable``, which checkpoints every generation and
-reports at most every 2 s. The study lives in ``RUN_DIR/optuna.db`` (study name = run name);
+reports at most every 2 s. The study lives in ``RUN_DIR/optuna.journal`` (study name = run name);
 the ledger (``sweep.rundir.ledger``) makes a resumed sweep run every trial exactly once.
 After the search, ``confirm`` re-runs the cheapest configs whose mean gap was within the
 tolerance on unseen seeds (Tune

@@ -4,7 +4,7 @@ With ``--storage s3://...`` no trial can reach the driver's disk, so the trials 
 ``ledger.jsonl`` themselves: ``LedgerKeeper``, an actor pinned to the driver's node
 (``num_cpus=0``, so it never takes a trial's CPU), appends to the driver's local copy (one
 ``fsync``'ed line, as ``sweep.rundir.ledger.Ledger`` does) and uploads the ledger and a
-snapshot of ``optuna.db`` before the call returns. A trial's ``done`` is therefore durable,
+snapshot of the Optuna study (``sweep.files.study``) before the call returns. A trial's ``done`` is therefore durable,
 locally and in the storage, before Tune (and Optuna) hear of the trial; a driver killed at
 any moment leaves a storage from which ``resume URI`` continues without rerunning a finished
 trial. ``RemoteLedger`` is the trial's side: the same methods as ``Ledger``.
@@ -24,7 +24,7 @@ from typing import Any
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from sweep.rundir.integrity import STUDY_FILE
+from sweep.files.study import study_file
 from sweep.rundir.ledger import LEDGER_FILE, Ledger
 from sweep.rundir.storage import RunStorage
 
@@ -45,9 +45,9 @@ class _Keeper:
         with self.lock:
             self.ledger.append(event, **fields)
             self.storage.put(self.ledger.path, LEDGER_FILE)
-            study = self.run_dir / STUDY_FILE
-            if study.is_file():  # the trial this record names is in the snapshot
-                self.storage.put_db(study, STUDY_FILE)
+            study = study_file(self.run_dir)
+            if study is not None:  # the trial this record names is in the snapshot
+                self.storage.put_study(study, study.name)
 
     def done(self, key: str) -> dict[str, Any] | None:
         return self.ledger.done(key)
