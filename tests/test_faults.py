@@ -558,7 +558,8 @@ def _check_drill(run_dir: Path, reference: dict) -> None:
     assert len(study.trials) == 6
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
     starts = Ledger(run_dir).chains_started()
-    assert len(starts) == 6 and all(n == 1 for n in starts.values()), starts
+    assert len(starts) == 6 and all(n == 1 for n in starts.values()), (
+        starts, [r for r in Ledger(run_dir).records() if r["event"] in ("start", "resume")])
     df = pd.read_parquet(run_dir / "results.parquet")
     assert sorted(df["number"]) == list(range(6)) and (df["status"] == "finished").all()
     assert _answer(run_dir) == reference

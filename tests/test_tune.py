@@ -349,6 +349,79 @@ def test_ledger_returns_done_trial_without_running_it(tmp_path, monkeypatch):
     assert events == ["start", "done", "reuse"]
 
 
+def test_two_trials_of_one_config_never_both_start_its_chain(tmp_path, monkeypatch):
+    """Trial b checks the ledger before trial a has started the same chain (a duplicate a
+    sampler asked twice, or a trial handed out again after a crash beside a new one); a then
+    starts and finishes. b's claim of the chain finds a's start: b returns a's result and
+    the chain ran once (the check and the start were two steps, and both trials started)."""
+    from sweep.search.trial import TrialRun, run_trial
+
+    cfg = analytic("dup", generations=3)
+    run_dir = _run_dir_with(tmp_path, cfg)
+    params = {"recursion.regime": "replace", "recursion.real_fraction": 0.5, "curation.strength": 0.0}
+    checked = TrialRun.recorded_result
+
+    def stale_check(self):  # b's first look: before a started
+        monkeypatch.setattr(TrialRun, "recorded_result", checked)
+        first = run_trial(run_dir, params, trial_id="a", number=0, node="n",
+                          report=lambda m, c: None)
+        assert first["status"] == "finished"
+        return None
+
+    monkeypatch.setattr(TrialRun, "recorded_result", stale_check)
+    b = run_trial(run_dir, params, trial_id="b", number=1, node="n", report=lambda m, c: None)
+    assert b["trial_id"] == "a"  # a's record
+    assert Ledger(run_dir).chains_started() == {b["key"]: 1}
+    assert [r["event"] for r in Ledger(run_dir).records()] == ["start", "done", "reuse"]
+
+
+def test_a_trial_the_driver_died_asking_gets_all_its_params_on_resume(tmp_path):
+    """Optuna stores a trial's params one at a time; a driver killed between two left trial 4
+    with its regime but not its real_fraction, resume handed it out so, it ran as a duplicate
+    of trial 3 and its grid point never ran (the fault drill, 2 runs in 4). Now the sampler
+    fills in what is missing, and the grid is covered once."""
+    from sweep.search.searcher import build_searcher
+    from sweep.search.space import validate_search
+
+    cfg = analytic("half", trials=4, space={"recursion.regime": {"choice": ["replace", "accumulate"]},
+                                            "recursion.real_fraction": {"grid": [0.0, 0.5]}})
+    run_dir = _run_dir_with(tmp_path, cfg)
+    spec = validate_search(cfg)
+    first = build_searcher(cfg, spec, run_dir)
+    configs = [first.suggest(f"t{i}") for i in range(2)]
+    half = first.study.ask()  # the third ask, cut short after its first param
+    half.suggest_categorical("recursion.regime", ["replace", "accumulate"])
+    assert set(half.params) == {"recursion.regime"}
+
+    resumed = build_searcher(cfg, spec, run_dir, resume=True, adopt=[half.number])
+    configs += [resumed.suggest("t2"), resumed.suggest("t3")]
+    points = {(c["recursion.regime"], c["recursion.real_fraction"]) for c in configs}
+    assert len(points) == 4  # every grid point once
+    assert configs[2]["__number"] == half.number
+    assert configs[2]["recursion.regime"] == half.params["recursion.regime"]
+
+
+def test_ledger_claim_lets_one_of_many_racing_trials_start_a_chain(tmp_path):
+    import threading
+
+    ledger = Ledger(tmp_path)
+    barrier = threading.Barrier(8)
+    owners: list[dict | None] = [None] * 8
+
+    def claim(i: int) -> None:
+        barrier.wait()
+        owners[i] = ledger.claim("k", number=i, trial_id=f"t{i}")
+
+    threads = [threading.Thread(target=claim, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    winners = [i for i, o in enumerate(owners) if o is None]
+    assert len(winners) == 1 and ledger.chains_started() == {"k": 1}
+    assert all(o["number"] == winners[0] for o in owners if o is not None)
+
+
 def test_short_trial_reports_once_but_checkpoints_every_generation(tmp_path, monkeypatch):
     """Tune hears of a fast chain once (its end); the own checkpoint follows every generation."""
     import sweep.search.trial

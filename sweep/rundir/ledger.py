@@ -63,6 +63,26 @@ class Ledger:
         finally:
             os.close(fd)
 
+    def claim(self, key: str, *, number: int, **fields: Any) -> dict[str, Any] | None:
+        """Append ``start`` for ``key`` unless another trial (another ``number``) started it:
+        then its start record is returned and nothing is written. The check and the append
+        hold an exclusive lock on the ledger, so two trials of one config (a duplicate a
+        sampler asked twice, a trial handed out again after a crash beside a new one) never
+        both start the chain: the second waits for the first's result."""
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            owner = self.started(key)
+            if owner is not None and owner.get("number") != number:
+                return owner
+            self.append("start", key=key, number=number, **fields)
+            return None
+        finally:
+            os.close(fd)  # releases the lock
+
     def records(self) -> list[dict[str, Any]]:
         if not self.path.is_file():
             return []

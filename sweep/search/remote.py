@@ -49,6 +49,13 @@ class _Keeper:
             if study is not None:  # the trial this record names is in the snapshot
                 self.storage.put_study(study, study.name)
 
+    def claim(self, key: str, fields: dict[str, Any]) -> dict[str, Any] | None:
+        with self.lock:
+            owner = self.ledger.claim(key, **fields)
+            if owner is None:
+                self.storage.put(self.ledger.path, LEDGER_FILE)
+            return owner
+
     def done(self, key: str) -> dict[str, Any] | None:
         return self.ledger.done(key)
 
@@ -85,6 +92,9 @@ class RemoteLedger:
 
     def append(self, event: str, **fields: Any) -> None:
         ray.get(self.handle.append.remote(event, fields))
+
+    def claim(self, key: str, **fields: Any) -> dict[str, Any] | None:
+        return ray.get(self.handle.claim.remote(key, fields))
 
     def done(self, key: str) -> dict[str, Any] | None:
         return ray.get(self.handle.done.remote(key))

@@ -1,7 +1,7 @@
 """The Optuna side of a sweep: samplers and the constrained, crash-safe OptunaSearch.
 
 ``build_searcher(config, spec, run_dir)`` returns the searcher a sweep hands to Tune. It asks
-and tells the study ``RUN_DIR/optuna.db`` (study name = run name) and adds what plain
+and tells the study ``RUN_DIR/optuna.journal`` (study name = run name; ``sweep.files.study``) and adds what plain
 ``OptunaSearch`` lacks:
 
 - the feasibility constraint ``quality_gap_ucb - tolerance <= 0`` (the upper confidence
@@ -31,6 +31,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from sweep.config import ChainConfig
 from sweep.files.atomic import write_text
+from sweep.files.study import open_storage
 from sweep.rundir.integrity import FIRST_NUMBER_FILE
 from sweep.search.answer import tell
 from sweep.search.cheapest import CheapestFeasibleSampler
@@ -146,9 +147,34 @@ class ConstrainedOptunaSearch(OptunaSearch):
 
     # ---------------------------------------------------------------- crash recovery
     def _adopt(self, trial_id: str, number: int) -> None:
-        """Hand study trial ``number`` (asked before a crash) to the Tune trial ``trial_id``."""
+        """Hand study trial ``number`` (asked before a crash) to the Tune trial ``trial_id``.
+
+        A trial the driver died asking has only some of its params (Optuna stores one at a
+        time); it never ran (Tune gets a trial's config once all are set). The sampler fills
+        in the rest, as ``ask`` would have: left out, the trial ran on the base config's
+        values there, a duplicate of another trial, and its own config never ran (seen in the
+        fault drill: ``{'recursion.regime': 'replace'}`` without its ``real_fraction``).
+        """
         frozen = next(t for t in self.study.get_trials(deepcopy=False) if t.number == number)
-        self._ot_trials[trial_id] = optuna.trial.Trial(self.study, frozen._trial_id)
+        trial = optuna.trial.Trial(self.study, frozen._trial_id)
+        missing = {k: d for k, d in self._space.items() if k not in frozen.params}
+        if missing and not frozen.state.is_finished():
+            self.study.sampler.before_trial(self.study, frozen)  # e.g. its grid point, if unset
+            for name, dist in missing.items():
+                _suggest(trial, name, dist)
+        self._ot_trials[trial_id] = trial
+
+
+def _suggest(trial: optuna.Trial, name: str, dist: Any) -> Any:
+    """``trial``'s value of ``name`` from the sampler (Optuna's public suggest_* API)."""
+    d = optuna.distributions
+    if isinstance(dist, d.CategoricalDistribution):
+        return trial.suggest_categorical(name, dist.choices)
+    if isinstance(dist, d.IntDistribution):
+        return trial.suggest_int(name, dist.low, dist.high, step=dist.step, log=dist.log)
+    if isinstance(dist, d.FloatDistribution):
+        return trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
+    raise TypeError(f"{name}: unsupported distribution {type(dist).__name__}")
 
 
 def build_searcher(config: ChainConfig, spec: SearchSpec, run_dir: Path, *,
@@ -160,7 +186,7 @@ def build_searcher(config: ChainConfig, spec: SearchSpec, run_dir: Path, *,
     the ledger) before asking new ones, and reseeds the sampler so that it does not replay
     the configs it suggested before the crash.
     """
-    storage = optuna.storages.RDBStorage(f"sqlite:///{run_dir.resolve() / 'optuna.db'}")
+    storage = open_storage(run_dir, create=True)  # RUN_DIR/optuna.journal (older: optuna.db)
     marker = run_dir / FIRST_NUMBER_FILE
     if resume and marker.is_file():
         first = int(marker.read_text())

@@ -124,7 +124,10 @@ def run_trial(run_dir: Path, params: dict[str, Any], *, trial_id: str, number: i
     trial.place()
     trial.workers = max(1, min(len(trial.seeds), int(cpus)))
     _set_threads(max(1, int(cpus) // trial.workers))
-    trial.open_chain(restored)
+    if not trial.open_chain(restored):  # a duplicate of a trial that started it meanwhile
+        if (record := trial.recorded_result()) is not None:  # its result, as duplicates get
+            return record
+        trial.open_chain(restored)  # it stopped making progress: take its chain over
     return trial.run()
 
 
@@ -280,10 +283,12 @@ class TrialRun:
         elif not resumed:
             write_text(self.tdir / "config.yaml", dump_config(self.config))
             self.push(self.tdir / "config.yaml")
-            self.ledger.append("start", key=self.key, trial_id=self.tdir.name, number=self.number,
-                               params=self.params, seed=self.config.seed, seeds=self.seeds,
-                               node=self.node, stage=self.stage,
-                               device=self.placement.describe() if self.placement else None)
+            self.owner = self.ledger.claim(
+                self.key, trial_id=self.tdir.name, number=self.number, params=self.params,
+                seed=self.config.seed, seeds=self.seeds, node=self.node, stage=self.stage,
+                device=self.placement.describe() if self.placement else None)
+            if self.owner is not None:  # another trial started this chain since the check
+                self.chains = []
         return self.chains
 
     def ckpt_dir(self, seed: int) -> Path:
