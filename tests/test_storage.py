@@ -173,6 +173,9 @@ def test_trial_uploads_its_files_and_resumes_from_the_storage(s3_env, tmp_path, 
         def started(self, key):
             return ledger.started(key)
 
+        def claim(self, key, **fields):
+            return ledger.claim(key, **fields)
+
     record = run_trial(local, params, trial_id="t1", number=0, node="n", base=cfg,
                        report=lambda m, c: None, ledger=Checking(), storage=storage)
     assert done_seen == [True] and record["status"] in ("finished", "stopped_collapsed")
