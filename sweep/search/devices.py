@@ -49,8 +49,14 @@ def assigned_gpu_ids() -> list[str] | None:
         import ray
     except ImportError:  # pragma: no cover - ray is a dependency
         return None
-    if not ray.is_initialized() or ray.get_runtime_context().get_task_id() is None:
-        return None  # no Ray, or the driver (which holds no GPU)
+    if not ray.is_initialized():
+        return None
+    # The driver holds no GPU (asking it for a task id logs a WARNING there: run_trial runs
+    # in a driver in tests and benchmarks)
+    if getattr(getattr(ray.get_runtime_context(), "worker", None), "mode", None) != ray.WORKER_MODE:
+        return None
+    if ray.get_runtime_context().get_task_id() is None:
+        return None
     return [str(i) for i in ray.get_gpu_ids()]
 
 
