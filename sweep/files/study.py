@@ -42,7 +42,8 @@ def open_storage(run_dir: str | Path, *, create: bool = False) -> Any:
     path = study_file(run_dir)
     if path is None:
         if not create:
-            raise FileNotFoundError(f"RUN_DIR: {run_dir} has no Optuna study ({JOURNAL_FILE})")
+            raise FileNotFoundError(f"RUN_DIR: {run_dir} has no {JOURNAL_FILE} (not a sweep, or "
+                                    "none of its trials has started)")
         path = Path(run_dir) / JOURNAL_FILE
     if path.name == SQLITE_FILE:
         return optuna.storages.RDBStorage(f"sqlite:///{path.resolve()}")
@@ -51,7 +52,7 @@ def open_storage(run_dir: str | Path, *, create: bool = False) -> Any:
     if create:  # the driver, the only writer, holding the run's driver lock
         repair_journal(path)
         # left by a driver killed while appending: Optuna would wait 30 s, then take it
-        Path(f"{path}.lock").unlink(missing_ok=True)
+        (path.parent / JOURNAL_LOCK).unlink(missing_ok=True)
     # the lock file optuna-dashboard takes too (it may write notes while a sweep runs)
     backend = JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path)))
     return optuna.storages.JournalStorage(backend)

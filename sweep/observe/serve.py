@@ -53,12 +53,10 @@ DASHBOARD_INSTALL = "pip install 'collapse-sweep[dashboard]'"
 
 
 def dashboard_storage(run_dir: str | Path) -> Any:
-    """The sweep's Optuna storage (RUN_DIR/optuna.journal, or an older run's optuna.db)."""
-    from sweep.files.study import JOURNAL_FILE, open_storage, study_file
+    """The sweep's Optuna storage (RUN_DIR/optuna.journal, or an older run's optuna.db);
+    FileNotFoundError naming RUN_DIR when it has none."""
+    from sweep.files.study import open_storage
 
-    if study_file(run_dir) is None:
-        raise FileNotFoundError(f"RUN_DIR: {run_dir} has no {JOURNAL_FILE} (not a sweep, or "
-                                "none of its trials has started)")
     return open_storage(run_dir)
 
 

@@ -27,8 +27,6 @@ def run_exists_error(where: str | Path) -> ConfigError:
 def check_new_run(run_dir: Path, *, extend: bool, overwrite: bool) -> bool:
     """Whether the local run ``run_dir`` exists; ConfigError when that is refused (before Ray
     is imported or started: ``run`` checks it first, ``run_sweep`` again under its lock)."""
-    if extend and overwrite:
-        raise ConfigError("--extend, --overwrite: choose one")
     exists = (run_dir / SWEEP_FILE).is_file()
     if exists and not (extend or overwrite):
         raise run_exists_error(run_dir)

@@ -51,11 +51,11 @@ def assigned_gpu_ids() -> list[str] | None:
         return None
     if not ray.is_initialized():
         return None
-    # The driver holds no GPU (asking it for a task id logs a WARNING there: run_trial runs
-    # in a driver in tests and benchmarks)
-    if getattr(getattr(ray.get_runtime_context(), "worker", None), "mode", None) != ray.WORKER_MODE:
-        return None
-    if ray.get_runtime_context().get_task_id() is None:
+    ctx = ray.get_runtime_context()
+    # The driver holds no GPU; it is told apart by its mode, since asking it for a task id
+    # logs a WARNING (run_trial runs in a driver in tests and benchmarks)
+    if getattr(getattr(ctx, "worker", None), "mode", None) != ray.WORKER_MODE or (
+            ctx.get_task_id() is None):
         return None
     return [str(i) for i in ray.get_gpu_ids()]
 

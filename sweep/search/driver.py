@@ -412,9 +412,9 @@ def run_sweep(config: ChainConfig, *, name: str | None = None, storage: str = ".
         config = load_config(config.model_dump(mode="json"), overrides={"name": name})
     spec = validate_search(config)  # every config error before Ray starts
     check_loggers(config)
+    if extend and overwrite:
+        raise ConfigError("--extend, --overwrite: choose one")
     if is_uri(storage):
-        if extend and overwrite:
-            raise ConfigError("--extend, --overwrite: choose one")
         return _run_on_storage(config, spec, join(storage, config.name), address=address,
                                progress=progress, extend=extend, overwrite=overwrite)
     run_dir = Path(storage) / config.name
