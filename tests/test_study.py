@@ -71,3 +71,23 @@ def test_complete_lines_is_what_a_copy_taken_mid_append_may_keep():
     assert complete_lines(b'{"a":1}\n{"b":2}\n{"c"') == b'{"a":1}\n{"b":2}\n'
     assert complete_lines(b'{"a":1}\n') == b'{"a":1}\n'
     assert complete_lines(b'{"a"') == b""
+
+
+def test_interrupted_counts_trials_told_or_recorded_in_the_ledger(tmp_path):
+    """Ctrl-C between a trial's ledger `done` and Optuna's tell: it has its result (resume
+    does not rerun it), and "interrupted: N of M" counts it (the study alone said 3 of 6
+    where the ledger, and the status line just above, said 5)."""
+    from sweep.rundir.integrity import FIRST_NUMBER_FILE, finished_trials, trials_with_result
+    from sweep.rundir.ledger import Ledger
+
+    (tmp_path / FIRST_NUMBER_FILE).write_text("0")
+    study = optuna.create_study(study_name="s", storage=open_storage(tmp_path, create=True),
+                                directions=["minimize", "minimize"])
+    trials = [study.ask(DIST) for _ in range(5)]
+    study.tell(trials[0], [0.1, 1.0])  # 0: done and told
+    study.tell(trials[3], state=optuna.trial.TrialState.FAIL)  # 3: errored, told FAIL
+    ledger = Ledger(tmp_path)
+    for number in (0, 1, 2):  # 1, 2: done in the ledger, not told yet; 4: still running
+        ledger.append("done", key=f"k{number}", number=number, status="finished")
+    assert finished_trials(tmp_path, "s") == 2
+    assert trials_with_result(tmp_path, "s") == 4

@@ -210,13 +210,13 @@ def _interruptible(run_dir: Path | str) -> Iterator[None]:
 def _interrupted_line(run_dir: Path | str, done: int | None, total: int | None) -> str:
     if done is None or total is None:
         try:
-            from sweep.rundir.integrity import finished_trials
+            from sweep.rundir.integrity import trials_with_result
             from sweep.rundir.storage import cache_dir, is_uri
             from sweep.search.space import validate_search
 
             local = cache_dir(str(run_dir)) if is_uri(run_dir) else Path(run_dir)
             config = load_config(local / "sweep.yaml")
-            done, total = finished_trials(local, config.name), validate_search(config).num_trials
+            done, total = trials_with_result(local, config.name), validate_search(config).num_trials
         except Exception:  # noqa: BLE001 - interrupted before the run directory was written
             return "interrupted before any trial ran"
     return (f"interrupted: {done} of {total} trials done; resume with: collapse-sweep resume "

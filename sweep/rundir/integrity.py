@@ -108,6 +108,16 @@ def finished_trials(run_dir: Path, study_name: str) -> int:
     return sum(1 for t in study_trials(run_dir, study_name) if t.state.is_finished())
 
 
+def trials_with_result(run_dir: Path, study_name: str) -> int:
+    """How many of this sweep's trials have their result: told to the study, or recorded in
+    the ledger and not yet told (a Ctrl-C between the two; resume tells them without
+    rerunning). What "interrupted: N of M trials done" counts: the study alone said 3 where
+    the ledger and the status line above it said 5."""
+    first = first_number(run_dir)
+    told = {t.number for t in study_trials(run_dir, study_name) if t.state.is_finished()}
+    return len(told | {n for n in recorded_numbers(run_dir) if n >= first})
+
+
 def resume_plan(run_dir: Path, config: ChainConfig, total: int) -> tuple[list[int], int]:
     """(study trials to hand out again, new trials to ask) to bring the sweep to ``total``.
 

@@ -45,6 +45,7 @@ from sweep.rundir.integrity import (
     finished_trials,
     recover_starts,
     resume_plan,
+    trials_with_result,
 )
 from sweep.rundir.layout import SWEEP_FILE, check_new_run, require_sweep_dir, run_exists_error
 from sweep.rundir.ledger import Ledger
@@ -326,9 +327,8 @@ def _fit_routed(settings: SweepSettings, *, address: str | None, resume: bool) -
             _stop_keeper(ledger)
         if started_ray:
             ray.shutdown()
-    done = finished_trials(run_dir, settings.config.name)
-    if done < total:  # Tune returns early on Ctrl-C (its SIGINT handler ends the run)
-        raise SweepInterrupted(run_dir, done, total)
+    if finished_trials(run_dir, settings.config.name) < total:  # Tune returns early on Ctrl-C
+        raise SweepInterrupted(run_dir, trials_with_result(run_dir, settings.config.name), total)
     return run_dir
 
 
