@@ -179,6 +179,8 @@ class SweepProgress(Callback):
         self._refresh(trials, final=True)
         if self._live is not None:
             self._live.stop()
+            if not self._live.console.is_terminal:  # rich ends the line only on a terminal:
+                self._live.console.line()  # in a log, the next line was glued to the status
         if self._board is not None:
             self._board.close()
 
