@@ -545,11 +545,11 @@ def test_resume_rebuilds_a_lost_ledger(tiny_run, capsys):
 
 
 # --------------------------------------------------------------------------- the fault drill
-def _fault_config(path: Path) -> Path:
+def _fault_config(path: Path, **changes) -> Path:
     return _tiny_yaml(path, **{
         "name": "drill", "recursion.generations": 60, "recursion.samples_per_generation": 50,
         "search.trials": 6, "search.space.recursion.regime":
-            {"choice": ["replace", "accumulate", "accumulate-subsample"]}})
+            {"choice": ["replace", "accumulate", "accumulate-subsample"]}, **changes})
 
 
 def _check_drill(run_dir: Path, reference: dict) -> None:

@@ -51,11 +51,12 @@ from sweep.rundir.layout import SWEEP_FILE, check_new_run, require_sweep_dir, ru
 from sweep.rundir.ledger import Ledger
 from sweep.rundir.lock import LOCK_FILE, driver_lock
 from sweep.rundir.storage import RunStorage, cache_dir, is_uri, join, pull_run
+from sweep.search import batching
 from sweep.search.loggers import TrialLoggers, check_loggers
 from sweep.search.progress import SweepProgress, SweepSettings, write_sweep_results
 from sweep.search.searcher import build_searcher
 from sweep.search.space import validate_search
-from sweep.search.trial import run_trial, trial_key, trial_seeds
+from sweep.search.trial import run_trial, trial_key, trial_seeds, tune_metrics
 
 TUNE_DIR = "tune"  # Tune's experiment state: RUN_DIR/tune (written, never read back)
 CONFIRM_TUNE_DIR = "tune-confirm"  # ... and of the confirmation stage (never read back)
@@ -73,7 +74,8 @@ SLOW_CALLBACK_WARN_S = 3.0
 
 # --------------------------------------------------------------------------- trainable
 def tune_trainable(config: dict[str, Any]) -> None:
-    """The Tune function trainable: one trial = ``run_trial`` with Tune's report/checkpoint."""
+    """The Tune function trainable: one trial = ``run_trial`` with Tune's report/checkpoint;
+    a batch (``sweep.search.batching``) = ``run_trial`` for each of its Optuna trials."""
     params = {k: v for k, v in config.items() if not k.startswith("__")}
     base = _sweep_config(config["__sweep"]) if config.get("__sweep") else None
     where: dict[str, Any] = {"run_dir": Path(config.get("__run_dir", "."))}
@@ -90,15 +92,38 @@ def tune_trainable(config: dict[str, Any]) -> None:
         params = json.loads(config["__params"])
     ctx = ray.get_runtime_context()
     node = f"{ray.util.get_node_ip_address()}/{ctx.get_node_id()[:8]}"
-    run = dict(**where, params=params, base=base,
-               trial_id=tune.get_context().get_trial_id(), number=int(config.get("__number", -1)),
-               node=node, report=_tune_report, cpus=float(config.get("__cpus", 1)), stage=stage)
+    trial_id = tune.get_context().get_trial_id()
+    run = dict(**where, base=base, node=node, cpus=float(config.get("__cpus", 1)), stage=stage)
+    if (members := batching.members(config)) is not None:
+        _run_batch(members, trial_id=trial_id, **run)
+        return
+    run.update(params=params, trial_id=trial_id, number=int(config.get("__number", -1)),
+               report=_tune_report)
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
         run_trial(**run)
         return
     with checkpoint.as_directory() as restored:
         run_trial(**run, restored=Path(restored))
+
+
+def _run_batch(members: list[dict[str, Any]], *, trial_id: str, **run: Any) -> None:
+    """The Optuna trials of one batch, one after another, each a trial of its own
+    (``trials/<tune id>-<number>``). Tune hears progress while a member runs and, at the
+    end, one final report with every member's metrics. No Tune checkpoints: each member
+    resumes from its own (written every generation), and a retried batch finds the
+    members done in the ledger."""
+    results = []
+    for member in members:
+        record = run_trial(**run, params=member["params"],
+                           trial_id=batching.member_dir(trial_id, member["number"]),
+                           number=int(member["number"]), report=_member_report)
+        results.append({**tune_metrics(record, done=True,
+                                   generation=int(record.get("generations_run", 0))),
+                        "number": int(member["number"])})
+    final = {**results[-1], batching.BATCH_RESULTS: json.dumps(results), "members": len(results),
+             "failed": all(r["failed"] for r in results)}
+    _tune_report(final, None)
 
 
 @functools.lru_cache(maxsize=4)
@@ -137,6 +162,13 @@ def _watch_driver(pid: int) -> None:
 def _tune_report(metrics: dict[str, Any], ckpt_dir: Path | None) -> None:
     ckpt = tune.Checkpoint.from_directory(str(ckpt_dir)) if ckpt_dir is not None else None
     tune.report(metrics, checkpoint=ckpt)
+
+
+def _member_report(metrics: dict[str, Any], ckpt_dir: Path | None) -> None:
+    """A batch member's progress (throttled by run_trial) goes to Tune, without a checkpoint;
+    its end does not (Tune would end the batch): the batch's final report carries it."""
+    if not metrics.get("done"):
+        _tune_report(metrics, None)
 
 
 def _trial_dirname(trial: Any) -> str:
@@ -235,7 +267,8 @@ def _tune_storage(settings: SweepSettings) -> str:
 def _new_tuner(settings: SweepSettings, trainable: Any, *, resume: bool, adopt: list[int],
                num_samples: int, driver_pid: int | None, ledger: str | None = None) -> tune.Tuner:
     config, spec, run_dir = settings.config, settings.spec, settings.run_dir
-    searcher = build_searcher(config, spec, run_dir, resume=resume, adopt=adopt)
+    searcher = build_searcher(config, spec, run_dir, resume=resume, adopt=adopt,
+                              total=num_samples)
     if settings.storage:  # where this sweep's trials start in the study, before any trial
         RunStorage(settings.storage).put(run_dir / FIRST_NUMBER_FILE, FIRST_NUMBER_FILE)
     return tune.Tuner(
@@ -507,7 +540,7 @@ def _run_on_storage(config: ChainConfig, spec: Any, run_uri: str, *, address: st
 def extended_config(old: ChainConfig, new: ChainConfig, run_dir: Path | str) -> ChainConfig:
     """The old sweep with ``new.search.trials`` more trials; ConfigError unless the two agree
     on everything but the trial count, sampler and concurrency (and resources)."""
-    free = ("trials", "sampler", "sampler_seed", "concurrency", "check")
+    free = ("trials", "sampler", "sampler_seed", "concurrency", "check", "batch")
     a, b = old.model_dump(mode="json"), new.model_dump(mode="json")
     for tree in (a, b):
         tree.pop("resources", None)

@@ -34,6 +34,7 @@ from ray.tune import Callback
 
 from sweep.config import ChainConfig, ConfigError
 from sweep.observe.board import FINAL_METRICS, tag_for
+from sweep.search import batching
 
 #: logger name -> (module that must import, the pip install that provides it)
 EXTRAS = {"wandb": ("wandb", "pip install 'collapse-sweep[wandb]'"),
@@ -168,11 +169,24 @@ class TrialLoggers(Callback):
         self._thread.start()
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._queue.put((trial.trial_id, dict(trial.config), dict(trial.last_result or {})))
+        self._put(trial, dict(trial.last_result or {}))
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        result = {**(trial.last_result or {}), "status": "failed"}
-        self._queue.put((trial.trial_id, dict(trial.config), result))
+        self._put(trial, {**(trial.last_result or {}), "status": "failed"})
+
+    def _put(self, trial: Any, result: dict[str, Any]) -> None:
+        """One run per Optuna trial: a batch's members each (``sweep.search.batching``);
+        a member without a result in the batch's report counts as failed."""
+        members = batching.members(trial.config)
+        if members is None:
+            self._queue.put((trial.trial_id, dict(trial.config), result))
+            return
+        by_number = batching.results_by_number(result)
+        for m in members:
+            number = int(m["number"])
+            self._queue.put((batching.member_dir(trial.trial_id, number),
+                             {**m["params"], "__number": number},
+                             by_number.get(number, {"status": "failed"})))
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         self.close()

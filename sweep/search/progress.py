@@ -35,6 +35,7 @@ from sweep.rundir.results import (
     write_summary,
 )
 from sweep.rundir.storage import RunStorage, push_run
+from sweep.search import batching
 from sweep.search.space import SearchSpec
 
 PRUNE_AFTER_S = 30.0  # a finished trial's Tune checkpoints are deleted after this long
@@ -151,22 +152,31 @@ class SweepProgress(Callback):
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._reported = True
         started = self._trial_started.pop(trial.trial_id, None)
-        if started is not None:
-            self._durations.append(time.time() - started)
+        if started is not None:  # a batch's members share its time (the ETA counts them)
+            n = len(batching.members(trial.config) or [None])
+            self._durations.extend([(time.time() - started) / n] * n)
         self._done_dirs.append((time.time(), trial.path,
                                 getattr(trial.storage, "storage_filesystem", None)))
         self._stale = True
         self._maybe_refresh(trials)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        params = {k: v for k, v in trial.config.items() if not k.startswith("__")}
-        try:
-            key = trial_config(self.settings.config, params).fingerprint()
-        except ConfigError:
-            key = trial.trial_id
-        Ledger(self.settings.run_dir).append(
-            "error", key=key, trial_id=trial.trial_id, params=params,
-            number=int(trial.config.get("__number", -1)), error=error_text(trial.error_file))
+        ledger = Ledger(self.settings.run_dir)
+        error = error_text(trial.error_file)
+        members = batching.members(trial.config)
+        if members is None:
+            members = [{"number": int(trial.config.get("__number", -1)), "trial_id": trial.trial_id,
+                        "params": {k: v for k, v in trial.config.items() if not k.startswith("__")}}]
+        for m in members:  # a batch: the members without a result
+            if m.get("trial_id") is None and ledger.done_by_number(m["number"]) is not None:
+                continue
+            try:
+                key = trial_config(self.settings.config, m["params"]).fingerprint()
+            except ConfigError:
+                key = trial.trial_id
+            ledger.append("error", key=key, params=m["params"], number=m["number"], error=error,
+                          trial_id=m.get("trial_id") or batching.member_dir(trial.trial_id,
+                                                                              m["number"]))
         self._stale = True
         self._maybe_refresh(trials)
 

@@ -14,7 +14,9 @@ and tells the study ``RUN_DIR/optuna.journal`` (study name = run name; ``sweep.f
 - FAIL for a failed, diverged or non-finite trial (Optuna never leaves it RUNNING);
 - after a crash, study trials whose result the ledger does not hold are handed out again
   before new ones are asked (``adopt``), so every trial runs exactly once;
-- a grid sampler that does not call ``study.stop()`` (which raises outside ``optimize``).
+- a grid sampler that does not call ``study.stop()`` (which raises outside ``optimize``);
+- several short Optuna trials in one Tune trial (``search.batch``, ``sweep.search.batching``):
+  ``total`` Optuna trials are handed out, then ``suggest`` says FINISHED.
 """
 
 from __future__ import annotations
@@ -27,15 +29,19 @@ from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
+from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from sweep.config import ChainConfig
 from sweep.files.atomic import write_text
 from sweep.files.study import open_storage
 from sweep.rundir.integrity import FIRST_NUMBER_FILE
+from sweep.rundir.ledger import Ledger
+from sweep.search import batching
 from sweep.search.answer import tell
 from sweep.search.cheapest import CheapestFeasibleSampler
 from sweep.search.space import SearchSpec
+from sweep.search.trial import tune_metrics
 
 #: The objective the ``cheapest`` sampler walks up.
 COST = "total_flops"
@@ -92,12 +98,19 @@ class ConstrainedOptunaSearch(OptunaSearch):
     def __init__(self, *, space: dict[str, Any], objectives: dict[str, str],
                  sampler: optuna.samplers.BaseSampler, study_name: str,
                  storage: optuna.storages.BaseStorage, tolerance: float, first_number: int,
-                 adopt: Sequence[int] = ()) -> None:
+                 adopt: Sequence[int] = (), total: int | None = None,
+                 batch: int | str = 1, concurrency: int = 1, ledger: Ledger | None = None
+                 ) -> None:
         super().__init__(space=space, metric=list(objectives), mode=list(objectives.values()),
                          sampler=sampler, study_name=study_name, storage=storage)
         self.tolerance = tolerance
         self.first_number = first_number
         self.to_adopt = list(adopt)  # study trials handed out again before new ones are asked
+        self.total = total  # Optuna trials to hand out (None: as many as Tune asks for)
+        self.handed_out = 0
+        self.sizer = batching.BatchSizer(batch, concurrency=concurrency)
+        self.ledger = ledger  # the run's ledger (on object storage: the keeper's file)
+        self._batches: dict[str, list[optuna.Trial]] = {}  # Tune trial id -> its members
         self.storage = storage
         self.study_name = study_name
         if self.study.metric_names != list(objectives):
@@ -112,28 +125,81 @@ class ConstrainedOptunaSearch(OptunaSearch):
         return self._ot_study
 
     # ---------------------------------------------------------------- Tune's searcher API
-    def suggest(self, trial_id: str) -> dict | None:
-        if self.to_adopt and trial_id not in self._ot_trials:
+    def suggest(self, trial_id: str) -> dict | str | None:
+        if trial_id in self._batches:
+            return batching.encode(self._members(trial_id))
+        remaining = None if self.total is None else self.total - self.handed_out
+        if remaining is not None and remaining <= 0 and trial_id not in self._ot_trials:
+            return Searcher.FINISHED
+        size = self.sizer.size(remaining) if remaining is not None else 1
+        if size > 1:
+            self._batches[trial_id] = [self._next_trial(f"{trial_id}#{i}") for i in range(size)]
+            for ot_trial in self._batches[trial_id]:
+                self._tie(ot_trial, trial_id, batching.member_dir(trial_id, ot_trial.number))
+            self.handed_out += size
+            return batching.encode(self._members(trial_id))
+        new = trial_id not in self._ot_trials
+        if self.to_adopt and new:
             self._adopt(trial_id, self.to_adopt.pop(0))
         params = super().suggest(trial_id)
         if params is not None:
+            self.handed_out += int(new)
             ot_trial = self._ot_trials[trial_id]
             params["__number"] = ot_trial.number
-            try:
-                ot_trial.set_user_attr("tune_trial_id", trial_id)
-                ot_trial.set_user_attr("trial_dir", f"trials/{trial_id}")
-            except optuna.exceptions.UpdateFinishedTrialError:
-                pass  # an adopted orphan told before the crash keeps its first Tune id
+            self._tie(ot_trial, trial_id, trial_id)
         return params
+
+    def _next_trial(self, key: str) -> optuna.Trial:
+        """An adopted study trial (asked before a crash), else a newly asked one."""
+        if self.to_adopt:
+            self._adopt(key, self.to_adopt.pop(0))
+        else:
+            self._ot_trials[key] = self.study.ask(fixed_distributions=self._space)
+        return self._ot_trials.pop(key)
+
+    def _members(self, trial_id: str) -> list[dict[str, Any]]:
+        return [{"number": t.number, "params": dict(t.params)} for t in self._batches[trial_id]]
+
+    @staticmethod
+    def _tie(ot_trial: optuna.Trial, tune_trial_id: str, directory: str) -> None:
+        """The study trial's Tune trial and directory (``trials/<dir>``), as user attributes."""
+        try:
+            ot_trial.set_user_attr("tune_trial_id", tune_trial_id)
+            ot_trial.set_user_attr("trial_dir", f"trials/{directory}")
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass  # an adopted orphan told before the crash keeps its first Tune id
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if trial_id not in self._batches:  # a batch's members report nothing to Optuna
+            super().on_trial_result(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None,
                           error: bool = False) -> None:
-        ot_trial = self._ot_trials.get(trial_id)
-        if ot_trial is None or trial_id in self._completed_trials:
+        if trial_id in self._completed_trials:
             return
+        if trial_id in self._batches:
+            # each member: its metrics in the final report, else its ledger record (a batch
+            # that failed after some members finished), else FAIL
+            by_number = batching.results_by_number(result)
+            for ot_trial in self._batches[trial_id]:
+                member = by_number.get(ot_trial.number) or self._recorded(ot_trial.number)
+                if member is not None:
+                    self.sizer.observe(member.get("seconds", math.nan))
+                self._tell(ot_trial, member, error=member is None)
+        elif (ot_trial := self._ot_trials.get(trial_id)) is not None:
+            self.sizer.observe((result or {}).get("seconds", math.nan))
+            self._tell(ot_trial, result, error=error)
+        else:
+            return
+        self._completed_trials.add(trial_id)
+
+    def _recorded(self, number: int) -> dict[str, Any] | None:
+        record = None if self.ledger is None else self.ledger.done_by_number(number)
+        return None if record is None else tune_metrics(record, done=True, generation=0)
+
+    def _tell(self, ot_trial: optuna.Trial, result: dict | None, *, error: bool) -> None:
         stored = self.storage.get_trial(ot_trial._trial_id)
         if stored.state.is_finished():  # told before a crash; nothing to tell again
-            self._completed_trials.add(trial_id)
             return
         result = result or {}
         ot_trial.set_user_attr("status", str(result.get("status") or "failed"))
@@ -143,7 +209,6 @@ class ConstrainedOptunaSearch(OptunaSearch):
         # the same code as the search benchmark (sweep.search.answer.tell)
         tell(self.study, ot_trial, result, metrics=list(self.metric), tolerance=self.tolerance,
              error=error)
-        self._completed_trials.add(trial_id)
 
     # ---------------------------------------------------------------- crash recovery
     def _adopt(self, trial_id: str, number: int) -> None:
@@ -178,13 +243,16 @@ def _suggest(trial: optuna.Trial, name: str, dist: Any) -> Any:
 
 
 def build_searcher(config: ChainConfig, spec: SearchSpec, run_dir: Path, *,
-                   resume: bool = False, adopt: Sequence[int] = ()) -> ConstrainedOptunaSearch:
+                   resume: bool = False, adopt: Sequence[int] = (), total: int | None = None,
+                   ) -> ConstrainedOptunaSearch:
     """The searcher of the sweep in ``run_dir``.
 
     A new sweep records the study's first trial number of this sweep; ``resume=True`` reads
     it back, hands out the study trials ``adopt`` (asked before a crash, their result not in
     the ledger) before asking new ones, and reseeds the sampler so that it does not replay
-    the configs it suggested before the crash.
+    the configs it suggested before the crash. ``total``: the Optuna trials to hand out
+    (adopted + new), in Tune trials of ``search.batch`` of them; a member of a batch that
+    failed after some members finished is told its ``done`` record in RUN_DIR's ledger.
     """
     storage = open_storage(run_dir, create=True)  # RUN_DIR/optuna.journal (older: optuna.db)
     marker = run_dir / FIRST_NUMBER_FILE
@@ -203,4 +271,5 @@ def build_searcher(config: ChainConfig, spec: SearchSpec, run_dir: Path, *,
     return ConstrainedOptunaSearch(
         space=spec.distributions(), objectives=dict(spec.objectives),
         sampler=sampler, study_name=config.name, storage=storage,
-        tolerance=config.collapse.tolerance, first_number=first, adopt=adopt)
+        tolerance=config.collapse.tolerance, first_number=first, adopt=adopt, total=total,
+        batch=spec.batch, concurrency=spec.concurrency, ledger=Ledger(run_dir))

@@ -215,7 +215,7 @@ class TrialRun:
             return None
         _record_reuse(self.stage_dir, self.ledger, record, trial_id=self.trial_id,
                       number=self.number, storage=self.storage, run_dir=self.run_dir)
-        self.report(_metrics(record, done=True, generation=record.get("generations_run", 0)), None)
+        self.report(tune_metrics(record, done=True, generation=record.get("generations_run", 0)), None)
         return record
 
     def _owner_progress(self) -> Callable[[], float]:
@@ -319,7 +319,7 @@ class TrialRun:
                 except Exception as exc:  # noqa: BLE001 - a chain's own error: a failed trial
                     self._close(loggers)
                     self.finish(self.aggregate(error=exc))
-                    self.report(_metrics(self.record, done=True,
+                    self.report(tune_metrics(self.record, done=True,
                                          generation=self.chain.generation), None)
                     break
                 payloads = self.save()
@@ -341,7 +341,7 @@ class TrialRun:
         if "key" not in self.record:  # restored finished chains whose end was not recorded yet
             self._close(loggers)
             self.finish(self.aggregate())
-            self.report(_metrics(self.record, done=True, generation=self.chain.generation - 1),
+            self.report(tune_metrics(self.record, done=True, generation=self.chain.generation - 1),
                         None)
         self._close(loggers)
         return self.record
@@ -387,7 +387,7 @@ class TrialRun:
         return payloads
 
     def report_progress(self, payloads: dict[int, dict[str, Any]], *, with_checkpoint: bool) -> None:
-        metrics = _metrics(self.record, done=self.done, generation=self.chain.generation - 1)
+        metrics = tune_metrics(self.record, done=self.done, generation=self.chain.generation - 1)
         if not with_checkpoint:
             self.report(metrics, None)
             return
@@ -524,7 +524,7 @@ def chain_record(chain: Chain, *, objectives: list[str]) -> dict[str, Any]:
             "model0_flops": float(chain.rows[0].get("flops", 0.0)) if chain.rows else 0.0}
 
 
-def _metrics(record: dict[str, Any], *, done: bool, generation: int) -> dict[str, Any]:
+def tune_metrics(record: dict[str, Any], *, done: bool, generation: int) -> dict[str, Any]:
     """What Tune sees: finite numbers only (NaN would leave the Optuna trial RUNNING)."""
     out = {k: v for k, v in record.items() if isinstance(v, (int, float, bool, str))}
     for k, v in list(out.items()):
