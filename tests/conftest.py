@@ -26,9 +26,12 @@ def ray_session(faults_dir):
     """
     import ray
 
-    # Tune state saved every second (the ledger covers the rest), Ray's own table off.
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # The driver's Tune settings (sweep.search.driver.DRIVER_ENV): Ray's own table off, Tune's
+    # experiment state (never read back) saved once a minute.
+    from sweep.search.driver import DRIVER_ENV
+
+    for key, value in DRIVER_ENV.items():
+        os.environ.setdefault(key, value)
     root = str(Path(__file__).resolve().parents[1])
     plugins = str(Path(__file__).resolve().parent / "plugins")  # a family from outside sweep/
     path = os.pathsep.join(p for p in (root, plugins, os.environ.get("PYTHONPATH", "")) if p)
