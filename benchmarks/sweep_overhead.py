@@ -18,6 +18,8 @@ from sweep.config import ChainConfig, load_config
 from sweep.engine.chain import run_chain
 
 WORKERS = 2
+#: Profile row: how many Tune trials ran the Optuna trials (search.batch: auto batches them).
+TUNE_TRIALS = "Tune trials (search.batch: auto)"
 
 METHOD = """\
 Two cases. **Short**: 64 trials of one fixed chain (1-D Gaussian, replace, n = 1000, 10
@@ -27,7 +29,9 @@ of chain work, small checkpoints), where Tune's per-trial cost dominates. **CPU-
 2 epochs, 10 generations: ~0.38 s of single-threaded compute per generation, ~4 s per trial;
 torch held to one thread in the serial loop and the pool, as in a 1-CPU trial). The only
 searched parameter is `seed`, values 0..63 visited once each by the grid sampler, with
-`search.seeds: 1` and no confirmation stage (the defaults run 5 chains per trial and re-run
+`search.seeds: 1`, `search.batch` at its default (`auto`: one Optuna trial per Tune trial
+until trials have been timed, then as many as fill ~2 s, fewer near the end; profile row
+`Tune trials`), and no confirmation stage (the defaults run 5 chains per trial and re-run
 the 3 cheapest configs on 20 more seeds; before 2026-12-01 this benchmark had inherited
 them), so the sweep, the serial loop and the peer do exactly the same chains. Every trial
 keeps its per-generation checkpoint (a killed worker loses at most one generation) and its
@@ -202,6 +206,10 @@ def tune_sweep(config: ChainConfig, storage: Path, probe_dir: Path
         run_dir = run_sweep(config, name=config.name, storage=str(storage), progress=False)
         wall = time.perf_counter() - t0
     phases = profile(probe_dir, started, driver, trials=config.search["trials"])
+    from sweep.files.study import load_study
+
+    study = load_study(Path(run_dir), config.name)
+    phases[TUNE_TRIALS] = len({t.user_attrs.get("tune_trial_id") for t in study.trials})
     return wall, pd.read_parquet(Path(run_dir) / "results.parquet"), phases
 
 
@@ -318,7 +326,7 @@ def _records(m: dict[str, Any], prefix: str, *, cpu_bound: bool) -> list[dict[st
         record(f"{prefix}optuna+pool parallel efficiency (2 workers)", peer_eff, "ratio"),
         record(f"{prefix}tune wall / optuna+pool wall", m["wall"] / m["peer"], "ratio"),
         record(f"{prefix}failed trials", m["failed"], "trials", target="0", met=m["failed"] == 0),
-        *[record(f"{prefix}profile: {name}", value, "count" if name == "trial processes" else "s")
+        *[record(f"{prefix}profile: {name}", value, "count" if name in ("trial processes", TUNE_TRIALS) else "s")
           for name, value in phases.items()],
     ]
 
