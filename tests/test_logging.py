@@ -21,6 +21,7 @@ from sweep.engine.chain import run_chain
 from sweep.engine.metrics import relative_gaps
 from sweep.observe.board import (
     GAP_TAG,
+    HIST_BINS,
     HIST_MAX_VALUES,
     HIST_TAG,
     SAMPLES_TAG,
@@ -205,6 +206,9 @@ def test_histogram_of_a_large_test_set_is_an_even_subsample(tmp_path):
     assert HIST_MAX_VALUES // 2 < v.num <= HIST_MAX_VALUES
     assert v.max == 0.0 and -10.0 <= v.min < -9.99  # both ends of the range are kept
     assert v.sum / v.num == pytest.approx(-5.0, abs=1e-3)
+    # equal-width buckets (+ the empty one TensorBoard puts first), not TensorFlow's ~1,500 edges
+    assert len(v.bucket) == HIST_BINS + 1 and v.bucket[0] == 0
+    assert sum(v.bucket) == v.num
 
 
 def test_lm_samples_as_text(tmp_path):
@@ -354,3 +358,28 @@ def test_tiny_gpt_chain_logs_samples_and_diversity(tmp_path):
             "quality/kl", "model/n_params"} <= tags
     assert list(texts(acc, SAMPLES_TAG)) == [0, 1]
     assert len(acc.Histograms(HIST_TAG)) == len(df)
+
+
+def test_trial_summary_band_is_the_mean_and_standard_error_over_seeds(tmp_path):
+    from sweep.observe.intervals import GAP_BAND, log_trial_summary
+
+    # real_nll per generation for two seeds: relative gaps (x - x0) / x0
+    frame = pd.DataFrame({"seed": [0, 0, 0, 1, 1, 1], "generation": [0, 1, 2, 0, 1, 2],
+                          "real_nll": [2.0, 2.2, 2.4, 4.0, 4.0, 5.0]})
+    gaps = {1: [0.1, 0.0], 2: [0.2, 0.25]}
+    record = {"generations_run": 2, "quality_gap": 0.225, "quality_gap_ucb": 0.3, "n_seeds": 2}
+    log_trial_summary(tmp_path / "two", record, frame, metric="real_nll")
+    acc = read_events(tmp_path / "two")
+    mean, lower, upper = (scalars(acc, tag) for tag in GAP_BAND)
+    for g, values in gaps.items():
+        se = np.std(values, ddof=1) / np.sqrt(2)
+        assert mean[g] == pytest.approx(np.mean(values), abs=1e-6)
+        assert (upper[g] - mean[g], mean[g] - lower[g]) == pytest.approx((se, se), abs=1e-6)
+    assert mean[0] == 0.0
+    assert scalars(acc, "trial/quality_gap_ucb") == {2: pytest.approx(0.3)}
+
+    # one seed: no interval to draw (the chain's own gap curve is there), the finals are
+    log_trial_summary(tmp_path / "one", record, frame[frame["seed"] == 0], metric="real_nll")
+    acc = read_events(tmp_path / "one")
+    assert not set(GAP_BAND) & set(acc.Tags()["scalars"])
+    assert scalars(acc, "trial/quality_gap_mean") == {2: pytest.approx(0.225)}

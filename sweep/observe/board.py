@@ -85,6 +85,10 @@ IMAGES_SHOWN = 64
 #: test set): TensorBoard bins them into ~30 buckets, and sorting 1.5M values per
 #: generation cost more than a short analytic generation itself.
 HIST_MAX_VALUES = 20_000
+#: Equal-width buckets of a histogram. TensorBoard shows ~30 buckets whatever it is given;
+#: its own default ("tensorflow": ~1,500 exponential edges) cost 3.7 ms a generation here,
+#: 64 buckets 0.55 ms (a 0.3-s analytic trial logs 11 generations).
+HIST_BINS = 64
 SAMPLES_SHOWN = 4
 
 
@@ -244,7 +248,7 @@ class ChainLogger:
             lp = lp[:: -(-lp.size // HIST_MAX_VALUES) or 1]
             lp = lp[np.isfinite(lp)]
             if lp.size:
-                self.writer.add_histogram(HIST_TAG, lp, g)
+                self.writer.add_histogram(HIST_TAG, lp, g, bins=HIST_BINS)
         samples = details.get("samples")
         if samples is not None and len(samples) and np.ndim(samples) == 3:  # grey images
             self.writer.add_image(IMAGES_TAG, image_grid(np.asarray(samples)[:IMAGES_SHOWN]), g,

@@ -4,7 +4,9 @@ Written once per trial, when its chains end, into ``trials/<id>/tb`` (the chains
 are in ``tb/seed_<s>``): ``interval/gap_mean`` with ``interval/gap_lower`` / ``gap_upper``
 (mean -/+ one standard error over the seeds; a margin chart in the Custom Scalars tab draws
 the band) and, at the last generation, ``trial/<objective>_mean``, ``..._se``,
-``trial/quality_gap_ucb``, ``trial/collapse_rate`` and ``trial/seeds``.
+``trial/quality_gap_ucb``, ``trial/collapse_rate`` and ``trial/seeds``. A one-seed trial has
+no interval (its band would be the chain's own gap curve, in the same directory): only the
+final values are written.
 """
 
 from __future__ import annotations
@@ -46,7 +48,8 @@ def log_trial_summary(log_dir: str | Path, record: Mapping[str, Any],
     writer = SummaryWriter(str(log_dir))
     try:
         step = int(record.get("generations_run", 0) or 0)
-        if frame is not None and len(frame) and metric in frame:
+        if (frame is not None and len(frame) and metric in frame
+                and frame["seed"].nunique() > 1):
             band = gap_band(frame, metric)
             for row in band.itertuples():
                 se = row.se if math.isfinite(row.se) else 0.0
