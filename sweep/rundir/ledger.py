@@ -17,9 +17,11 @@ included): equal work has equal keys, whatever Tune or Optuna call the trial.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -84,21 +86,18 @@ class Ledger:
             os.close(fd)  # releases the lock
 
     def records(self) -> list[dict[str, Any]]:
-        if not self.path.is_file():
-            return []
-        out = []
-        for line in self.path.read_text().splitlines():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a torn last line after a crash: that event did not happen
-        return out
+        """Every record, in order (read-only: the dicts are this process's cache of the file)."""
+        return _read(self.path)
 
     def done(self, key: str) -> dict[str, Any] | None:
         """The first ``done`` record of ``key`` or None."""
-        return next((r for r in self.records() if r["event"] == "done" and r["key"] == key), None)
+        return _copy(next((r for r in self.records()
+                           if r["event"] == "done" and r["key"] == key), None))
 
     def done_by_number(self, number: int) -> dict[str, Any] | None:
+        return _copy(self._done_by_number(number))
+
+    def _done_by_number(self, number: int) -> dict[str, Any] | None:
         """The result of search trial ``number``: its own ``done`` record, or that of the
         trial whose chains it reused (a duplicate config); None when it has none."""
         records = [r for r in self.records() if r.get("stage", "search") == "search"]
@@ -113,7 +112,8 @@ class Ledger:
         return None
 
     def started(self, key: str) -> dict[str, Any] | None:
-        return next((r for r in self.records() if r["event"] == "start" and r["key"] == key), None)
+        return _copy(next((r for r in self.records()
+                           if r["event"] == "start" and r["key"] == key), None))
 
     def chains_started(self) -> dict[str, int]:
         """How many times each key's chain was started from generation 0."""
@@ -122,6 +122,56 @@ class Ledger:
             if r["event"] == "start":
                 counts[r["key"]] = counts.get(r["key"], 0) + 1
         return counts
+
+
+#: path -> ((device, inode), bytes read, the last bytes read, records)
+_CACHE: dict[str, tuple[tuple[int, int], int, bytes, list[dict[str, Any]]]] = {}
+_CACHE_LOCK = threading.Lock()
+_TAIL = 64  # bytes before the offset that must be unchanged for the cache to hold
+
+
+def _read(path: Path) -> list[dict[str, Any]]:
+    """The file's records, reading only what was appended since this process last read it.
+
+    A trial looks its key up (done? started?) before it runs: re-parsing the whole file each
+    time made every trial cost O(trials so far) (measured in benchmarks/RESULTS.md). The
+    cache is per process and file; it starts over when the file is another one (inode),
+    shorter than what was read, or no longer ends what was read with the same bytes (a
+    rewrite). Only whole lines are taken: a line being written (or torn by a crash) is read
+    once it ends, and a torn one never parses (that event did not happen).
+    """
+    name = os.path.abspath(path)
+    try:
+        st = os.stat(name)
+    except FileNotFoundError:
+        return []
+    ident = (st.st_dev, st.st_ino)
+    with _CACHE_LOCK:
+        cached_ident, offset, tail, records = _CACHE.get(name, (ident, 0, b"", []))
+        if cached_ident != ident or st.st_size < offset:
+            offset, tail, records = 0, b"", []
+        with open(name, "rb") as f:
+            f.seek(offset - len(tail))
+            chunk = f.read()
+            if not chunk.startswith(tail):  # rewritten in place: read it all again
+                offset, tail, records = 0, b"", []
+                f.seek(0)
+                chunk = f.read()
+        chunk = chunk[len(tail):]
+        whole = chunk.rfind(b"\n") + 1
+        for line in chunk[:whole].splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a torn line after a crash: that event did not happen
+        offset += whole
+        tail = (tail + chunk[:whole])[-_TAIL:]
+        _CACHE[name] = (ident, offset, tail, records)
+        return list(records)
+
+
+def _copy(record: dict[str, Any] | None) -> dict[str, Any] | None:
+    return None if record is None else copy.deepcopy(record)
 
 
 def as_float(value: Any) -> float:
