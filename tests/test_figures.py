@@ -120,3 +120,42 @@ def test_truth_lm_minority_share_reference():
                                                            "minority_share": 0.07}})
     assert truth_reference(cfg, "minority_share") == pytest.approx(0.07)
     assert truth_reference(cfg, "real_nll") is None
+
+
+def _star(ax) -> tuple[tuple[float, float], str]:
+    stars = [c for c in ax.collections if np.atleast_1d(c.get_sizes())[0] == build.STAR_AREA]
+    assert len(stars) == 1
+    label = next(t.get_text() for t in ax.get_legend().get_texts() if "answer" in t.get_text()
+                 or "cheapest non-collapsing" in t.get_text())
+    return tuple(stars[0].get_offsets()[0]), label
+
+
+def test_the_star_marks_the_confirmed_answer_not_only_the_search_front(tmp_path, figures,
+                                                                      monkeypatch):
+    df = results_with_sizes()
+    sweep = sweep_of(tmp_path, df)
+    feasible = df[df["feasible"]].sort_values("total_flops")
+    cheapest, confirmed = feasible.iloc[0], feasible.iloc[1]  # the search's pick, the answer
+
+    # before confirmation (none run): the search's cheapest feasible point, said unconfirmed
+    monkeypatch.setattr(build, "confirmation_summary",
+                        lambda s: {"answer": None, "confirm_top": 3})
+    fig_compute_quality(sweep, tmp_path / "a.png")
+    point, label = _star(figures[-1].axes[0])
+    assert point == pytest.approx((cheapest.total_flops, cheapest.quality_gap))
+    assert label == "cheapest non-collapsing (search; not confirmed)"
+
+    # confirmation certified a dearer candidate (the cheapest one's fresh-seed bound failed)
+    answer = {"number": int(confirmed.number), "confirmation": {"n_seeds": 20}}
+    monkeypatch.setattr(build, "confirmation_summary",
+                        lambda s: {"answer": answer, "confirm_top": 3})
+    fig_compute_quality(sweep, tmp_path / "b.png")
+    point, label = _star(figures[-1].axes[0])
+    assert point == pytest.approx((confirmed.total_flops, confirmed.quality_gap))
+    assert label == "answer: confirmed on 20 unseen seeds"
+
+    # confirmation off: the search's pick, as the answer
+    monkeypatch.setattr(build, "confirmation_summary",
+                        lambda s: {"answer": None, "confirm_top": 0})
+    fig_compute_quality(sweep, tmp_path / "c.png")
+    assert _star(figures[-1].axes[0])[1] == "cheapest non-collapsing"

@@ -22,6 +22,7 @@ from sweep.analysis.core import (
     Sweep,
     _jsonable,
     complete,
+    confirmation_summary,
     fmt_flops,
     load_sweep,
     pareto_front,
@@ -78,6 +79,30 @@ def _regime_handles(regimes: list[str]) -> list[Any]:
     return [Line2D([], [], color=_color(r, regimes), marker="o", ls="", label=r) for r in regimes]
 
 
+STAR_AREA = 320  # the answer's star in the compute-quality figure
+
+
+def answer_point(sweep: Sweep, ok: pd.DataFrame, front: pd.DataFrame
+                 ) -> tuple[pd.Series, str] | None:
+    """Where the compute-quality figure's star goes, and its label: the answer's search trial
+    when confirmation on unseen seeds picked one (it need not be the cheapest point of the
+    search's front: confirmation certifies the cheapest candidates by their *mean* gap, and
+    the answer is the one whose fresh-seed bound holds); else the cheapest point of the
+    feasible front, said to be unconfirmed when confirmation is on."""
+    summary = confirmation_summary(sweep)
+    answer = summary["answer"]
+    if answer is not None:
+        row = ok[ok["number"] == answer["number"]]
+        if len(row):
+            n = int((answer.get("confirmation") or {}).get("n_seeds") or 0)
+            return row.iloc[0], f"answer: confirmed on {n} unseen seeds"
+    if front.empty:
+        return None
+    cheapest = front.sort_values(["total_flops", "quality_gap"]).iloc[0]
+    unconfirmed = " (search; not confirmed)" if summary["confirm_top"] > 0 else ""
+    return cheapest, f"cheapest non-collapsing{unconfirmed}"
+
+
 def _size_handles(size_col: str, areas: dict[str, float]) -> list[Any]:
     from matplotlib.lines import Line2D
 
@@ -120,15 +145,16 @@ def fig_compute_quality(sweep: Sweep, out: Path) -> Path | None:
     if not front.empty:
         f = front.sort_values(["total_flops", "quality_gap"])
         ax.step(f.total_flops, f.quality_gap, where="post", color="black", lw=1.3, zorder=2)
-        cheapest = f.iloc[0]
-        ax.scatter([cheapest.total_flops], [cheapest.quality_gap], marker="*", s=320,
+        handles.append(Line2D([], [], color="black", lw=1.3, label="feasible Pareto front"))
+    if (star := answer_point(sweep, ok, front)) is not None:
+        point, label = star
+        ax.scatter([point.total_flops], [point.quality_gap], marker="*", s=STAR_AREA,
                    facecolor="gold", edgecolors="black", zorder=4)
-        ax.annotate(f"cheapest non-collapsing\n{fmt_flops(cheapest.total_flops)} FLOPs",
-                    (cheapest.total_flops, cheapest.quality_gap), xytext=(12, -28),
+        ax.annotate(f"{label}\n{fmt_flops(point.total_flops)} FLOPs",
+                    (point.total_flops, point.quality_gap), xytext=(12, -28),
                     textcoords="offset points", fontsize=8)
-        handles += [Line2D([], [], color="black", lw=1.3, label="feasible Pareto front"),
-                    Line2D([], [], marker="*", color="gold", markeredgecolor="black", ms=13, ls="",
-                           label="cheapest non-collapsing")]
+        handles.append(Line2D([], [], marker="*", color="gold", markeredgecolor="black", ms=13,
+                              ls="", label=label))
     ax.axhline(tol, **TOLERANCE_STYLE)
     handles += [Line2D([], [], marker="o", color="white", markeredgecolor="black", ls="",
                        label="no collapse"),
@@ -416,7 +442,9 @@ def build_report(run_dir: str | Path) -> Path:
     figures = [
         ("Compute vs quality", "Each point is one trial (colour: regime; size: model size; "
          "cross: collapsed; bars: one standard error over replicate seeds); the step line is "
-         "the feasible Pareto front, the star the cheapest configuration that does not collapse.",
+         "the feasible Pareto front; the star is the answer (the cheapest configuration "
+         "confirmed on unseen seeds, at its search point), or before confirmation the "
+         "cheapest configuration that did not collapse in the search.",
          fig_compute_quality(sweep, out_dir / "compute_vs_quality.png"),
          "No finished trial yet: nothing to plot."),
         ("Phase diagram of collapse", "Quality gap over real data kept x curation strength, one "

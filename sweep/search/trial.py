@@ -178,6 +178,7 @@ class TrialRun:
         self.shared_model0 = [False] * len(self.seeds)
         self.workers = 1  # chains stepped at once (threads); run_trial sets the CPU share
         self.record: dict[str, Any] = {}
+        self._cache_dirs: dict[int, Path] = {}
         self._started = time.perf_counter()
 
     @property
@@ -295,7 +296,10 @@ class TrialRun:
         return self.tdir / "ckpt" / self._sub(seed)
 
     def cache_dir(self, seed: int) -> Path:
-        return self.run_dir / "cache" / model0_key(self.seed_config(seed))
+        """Generation 0's shared entry for ``seed`` (its key hashes the config: computed once)."""
+        if seed not in self._cache_dirs:
+            self._cache_dirs[seed] = self.run_dir / "cache" / model0_key(self.seed_config(seed))
+        return self._cache_dirs[seed]
 
     # ---------------------------------------------------------------- 3. the generations
     @property
