@@ -20,6 +20,7 @@ uploads what it owns as it changes and downloads the trials' files at the end.
 from __future__ import annotations
 
 import functools
+import importlib
 import json
 import logging
 import os
@@ -72,6 +73,11 @@ DRIVER_ENV = {"TUNE_GLOBAL_CHECKPOINT_S": "60", "RAY_AIR_NEW_OUTPUT": "0",
 # imported); the sweep board's redraw (every 30 s, throttled on purpose) takes about 1-2 s
 # on 2 busy cores, and that warning broke into the status line.
 SLOW_CALLBACK_WARN_S = 3.0
+#: What the driver imports once trials run (the sweep board's TensorBoard writer pulls in
+#: torch: ~2 s on 2 cores; matplotlib for the board, pyarrow for results.parquet). Imported
+#: in a thread while ray.init waits for Ray's processes, instead of between Tune's start and
+#: the first trial (measured: `run` to the first generation, benchmarks/RESULTS.md).
+WARM_IMPORTS = ("torch.utils.tensorboard", "matplotlib.figure", "pyarrow.parquet")
 
 
 # --------------------------------------------------------------------------- trainable
@@ -328,6 +334,7 @@ def _fit_routed(settings: SweepSettings, *, address: str | None, resume: bool) -
     ledger: str | None = None
     try:
         if adopt or new:
+            _import_in_background(WARM_IMPORTS)
             started_ray = init_ray(address)
             ledger = _start_keeper(settings)
             route_logs(run_dir)  # ray.init re-installs Ray's own handler
@@ -365,6 +372,21 @@ def _fit_routed(settings: SweepSettings, *, address: str | None, resume: bool) -
     if finished_trials(run_dir, settings.config.name) < total:  # Tune returns early on Ctrl-C
         raise SweepInterrupted(run_dir, trials_with_result(run_dir, settings.config.name), total)
     return run_dir
+
+
+def _import_in_background(names: tuple[str, ...]) -> threading.Thread:
+    """Import ``names`` in a daemon thread (a later import of one waits for it, Python's
+    per-module import lock); a module that fails to import is left to its real user."""
+    def work() -> None:
+        for name in names:
+            try:
+                importlib.import_module(name)
+            except Exception:  # noqa: BLE001, S112 - its user imports it again and says why
+                continue
+
+    thread = threading.Thread(target=work, name="warm-imports", daemon=True)
+    thread.start()
+    return thread
 
 
 _KEEPERS: dict[str, Any] = {}  # name -> handle: an actor lives while its handle does
