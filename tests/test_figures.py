@@ -137,25 +137,22 @@ def test_the_star_marks_the_confirmed_answer_not_only_the_search_front(tmp_path,
     feasible = df[df["feasible"]].sort_values("total_flops")
     cheapest, confirmed = feasible.iloc[0], feasible.iloc[1]  # the search's pick, the answer
 
+    def star_with(answer, top: int, name: str):
+        monkeypatch.setattr(build, "confirmation_summary",
+                            lambda s: {"answer": answer, "confirm_top": top})
+        fig_compute_quality(sweep, tmp_path / name)
+        return _star(figures[-1].axes[0])
+
     # before confirmation (none run): the search's cheapest feasible point, said unconfirmed
-    monkeypatch.setattr(build, "confirmation_summary",
-                        lambda s: {"answer": None, "confirm_top": 3})
-    fig_compute_quality(sweep, tmp_path / "a.png")
-    point, label = _star(figures[-1].axes[0])
+    point, label = star_with(None, 3, "a.png")
     assert point == pytest.approx((cheapest.total_flops, cheapest.quality_gap))
     assert label == "cheapest non-collapsing (search; not confirmed)"
 
     # confirmation certified a dearer candidate (the cheapest one's fresh-seed bound failed)
     answer = {"number": int(confirmed.number), "confirmation": {"n_seeds": 20}}
-    monkeypatch.setattr(build, "confirmation_summary",
-                        lambda s: {"answer": answer, "confirm_top": 3})
-    fig_compute_quality(sweep, tmp_path / "b.png")
-    point, label = _star(figures[-1].axes[0])
+    point, label = star_with(answer, 3, "b.png")
     assert point == pytest.approx((confirmed.total_flops, confirmed.quality_gap))
     assert label == "answer: confirmed on 20 unseen seeds"
 
     # confirmation off: the search's pick, as the answer
-    monkeypatch.setattr(build, "confirmation_summary",
-                        lambda s: {"answer": None, "confirm_top": 0})
-    fig_compute_quality(sweep, tmp_path / "c.png")
-    assert _star(figures[-1].axes[0])[1] == "cheapest non-collapsing"
+    assert star_with(None, 0, "c.png")[1] == "cheapest non-collapsing"
