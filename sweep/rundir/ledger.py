@@ -95,21 +95,14 @@ class Ledger:
                            if r["event"] == "done" and r["key"] == key), None))
 
     def done_by_number(self, number: int) -> dict[str, Any] | None:
-        return _copy(self._done_by_number(number))
-
-    def _done_by_number(self, number: int) -> dict[str, Any] | None:
         """The result of search trial ``number``: its own ``done`` record, or that of the
         trial whose chains it reused (a duplicate config); None when it has none."""
         records = [r for r in self.records() if r.get("stage", "search") == "search"]
         mine = [r for r in records if r.get("number") == number and r["event"] in ("done", "reuse")]
-        for r in mine:
-            if r["event"] == "done":
-                return r
-        for r in mine:
-            if (done := next((d for d in records
-                              if d["event"] == "done" and d["key"] == r["key"]), None)):
-                return done
-        return None
+        own = next((r for r in mine if r["event"] == "done"), None)
+        reused = {r["key"] for r in mine}
+        return _copy(own or next((d for d in records
+                                  if d["event"] == "done" and d["key"] in reused), None))
 
     def started(self, key: str) -> dict[str, Any] | None:
         return _copy(next((r for r in self.records()

@@ -165,20 +165,24 @@ class SweepProgress(Callback):
         error = error_text(trial.error_file)
         members = batching.members(trial.config)
         if members is None:
-            members = [{"number": int(trial.config.get("__number", -1)), "trial_id": trial.trial_id,
-                        "params": {k: v for k, v in trial.config.items() if not k.startswith("__")}}]
-        for m in members:  # a batch: the members without a result
-            if m.get("trial_id") is None and ledger.done_by_number(m["number"]) is not None:
-                continue
-            try:
-                key = trial_config(self.settings.config, m["params"]).fingerprint()
-            except ConfigError:
-                key = trial.trial_id
-            ledger.append("error", key=key, params=m["params"], number=m["number"], error=error,
-                          trial_id=m.get("trial_id") or batching.member_dir(trial.trial_id,
-                                                                              m["number"]))
+            params = {k: v for k, v in trial.config.items() if not k.startswith("__")}
+            self._record_error(ledger, trial.trial_id, int(trial.config.get("__number", -1)),
+                               params, error)
+        for m in members or []:  # a batch: its members without a result
+            if ledger.done_by_number(m["number"]) is None:
+                self._record_error(ledger, batching.member_dir(trial.trial_id, m["number"]),
+                                   m["number"], m["params"], error)
         self._stale = True
         self._maybe_refresh(trials)
+
+    def _record_error(self, ledger: Ledger, trial_id: str, number: int,
+                      params: dict[str, Any], error: str) -> None:
+        try:
+            key = trial_config(self.settings.config, params).fingerprint()
+        except ConfigError:
+            key = trial_id
+        ledger.append("error", key=key, trial_id=trial_id, params=params, number=number,
+                      error=error)
 
     def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
         self.prune(older_than=PRUNE_AFTER_S)

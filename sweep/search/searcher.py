@@ -133,14 +133,14 @@ class ConstrainedOptunaSearch(OptunaSearch):
             return Searcher.FINISHED
         size = self.sizer.size(remaining) if remaining is not None else 1
         if size > 1:
-            self._batches[trial_id] = [self._next_trial(f"{trial_id}#{i}") for i in range(size)]
+            self._batches[trial_id] = [self._next_trial() for _ in range(size)]
             for ot_trial in self._batches[trial_id]:
                 self._tie(ot_trial, trial_id, batching.member_dir(trial_id, ot_trial.number))
             self.handed_out += size
             return batching.encode(self._members(trial_id))
         new = trial_id not in self._ot_trials
         if self.to_adopt and new:
-            self._adopt(trial_id, self.to_adopt.pop(0))
+            self._ot_trials[trial_id] = self._adopt(self.to_adopt.pop(0))
         params = super().suggest(trial_id)
         if params is not None:
             self.handed_out += int(new)
@@ -149,13 +149,11 @@ class ConstrainedOptunaSearch(OptunaSearch):
             self._tie(ot_trial, trial_id, trial_id)
         return params
 
-    def _next_trial(self, key: str) -> optuna.Trial:
+    def _next_trial(self) -> optuna.Trial:
         """An adopted study trial (asked before a crash), else a newly asked one."""
         if self.to_adopt:
-            self._adopt(key, self.to_adopt.pop(0))
-        else:
-            self._ot_trials[key] = self.study.ask(fixed_distributions=self._space)
-        return self._ot_trials.pop(key)
+            return self._adopt(self.to_adopt.pop(0))
+        return self.study.ask(fixed_distributions=self._space)
 
     def _members(self, trial_id: str) -> list[dict[str, Any]]:
         return [{"number": t.number, "params": dict(t.params)} for t in self._batches[trial_id]]
@@ -211,8 +209,8 @@ class ConstrainedOptunaSearch(OptunaSearch):
              error=error)
 
     # ---------------------------------------------------------------- crash recovery
-    def _adopt(self, trial_id: str, number: int) -> None:
-        """Hand study trial ``number`` (asked before a crash) to the Tune trial ``trial_id``.
+    def _adopt(self, number: int) -> optuna.Trial:
+        """Study trial ``number`` (asked before a crash), to be handed out again.
 
         A trial the driver died asking has only some of its params (Optuna stores one at a
         time); it never ran (Tune gets a trial's config once all are set). The sampler fills
@@ -227,7 +225,7 @@ class ConstrainedOptunaSearch(OptunaSearch):
             self.study.sampler.before_trial(self.study, frozen)  # e.g. its grid point, if unset
             for name, dist in missing.items():
                 _suggest(trial, name, dist)
-        self._ot_trials[trial_id] = trial
+        return trial
 
 
 def _suggest(trial: optuna.Trial, name: str, dist: Any) -> Any:
