@@ -63,7 +63,7 @@ def test_a_fixed_batch_is_kept_up_to_what_remains():
     assert [sizer.size(r) for r in (10, 3, 2, 1)] == [3, 3, 2, 1]
 
 
-@pytest.mark.parametrize("value", ["0", "-2", "many"])
+@pytest.mark.parametrize("value", ["0", "-2", "many", "2.5", "true"])
 def test_batch_must_be_positive_or_auto(value, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     _tiny_yaml(tmp_path / "tiny.yaml")
@@ -71,6 +71,7 @@ def test_batch_must_be_positive_or_auto(value, tmp_path, monkeypatch, capsys):
     assert code == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "search.batch" in lines[0], lines
+    assert "auto" in lines[0]  # says what is allowed
     assert not (tmp_path / "runs").exists()
 
 

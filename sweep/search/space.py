@@ -26,7 +26,14 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from sweep.config import ChainConfig, ConfigError, format_validation_error, trial_config
 from sweep.config.defaults import DEFAULT_OBJECTIVES
@@ -174,6 +181,17 @@ class SearchSpec(BaseModel):
         "is the gap's noise below the tolerance?) on the base config before the trials, record "
         "it in RUN_DIR/health.json and flag the sweep in analyze/report when it fails. It costs "
         "about 3 x (generations + 2) model fits; false skips it (`run --no-check`).")
+
+    @field_validator("batch", mode="before")
+    @classmethod
+    def _batch(cls, value: Any) -> Any:
+        """One message for a bad batch (pydantic's for the union named its int branch)."""
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool)):
+            return value
+        try:
+            return int(str(value))
+        except ValueError:
+            raise ValueError(f"{value!r}: an integer >= 1, or auto") from None
 
     @model_validator(mode="after")
     def _check(self) -> SearchSpec:
