@@ -26,9 +26,9 @@ def ray_session(faults_dir):
     """
     import ray
 
-    # The driver's Tune settings (sweep.search.driver.DRIVER_ENV): Ray's own table off, Tune's
+    # The driver's Tune settings (sweep.search.rayinit.DRIVER_ENV): Ray's own table off, Tune's
     # experiment state (never read back) saved once a minute.
-    from sweep.search.driver import DRIVER_ENV
+    from sweep.search.rayinit import DRIVER_ENV
 
     for key, value in DRIVER_ENV.items():
         os.environ.setdefault(key, value)

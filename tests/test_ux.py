@@ -268,7 +268,7 @@ def test_run_into_an_existing_name_says_so_before_starting_ray(tmp_path):
 def test_rays_token_auth_on_note_is_dropped_and_its_off_warning_kept():
     import logging
 
-    from sweep.search.driver import _token_auth_on_by_default
+    from sweep.search.rayinit import _token_auth_on_by_default
 
     def rec(msg: str) -> logging.LogRecord:
         return logging.LogRecord("ray", logging.WARNING, "f.py", 1, msg, None, None)

@@ -20,7 +20,6 @@ uploads what it owns as it changes and downloads the trials' files at the end.
 from __future__ import annotations
 
 import functools
-import importlib
 import json
 import logging
 import os
@@ -55,6 +54,7 @@ from sweep.rundir.storage import RunStorage, cache_dir, is_uri, join, pull_run
 from sweep.search import batching
 from sweep.search.loggers import TrialLoggers, check_loggers
 from sweep.search.progress import SweepProgress, SweepSettings, write_sweep_results
+from sweep.search.rayinit import DRIVER_ENV, WARM_IMPORTS, import_in_background, start_ray
 from sweep.search.searcher import build_searcher
 from sweep.search.space import validate_search
 from sweep.search.trial import run_trial, trial_key, trial_seeds, tune_metrics
@@ -62,22 +62,11 @@ from sweep.search.trial import run_trial, trial_key, trial_seeds, tune_metrics
 TUNE_DIR = "tune"  # Tune's experiment state: RUN_DIR/tune (written, never read back)
 CONFIRM_TUNE_DIR = "tune-confirm"  # ... and of the confirmation stage (never read back)
 WATCH_DRIVER_S = 1.0  # a local trial process checks this often that its driver is alive
-# Tune's experiment state (RUN_DIR/tune) is never read back: a resumed sweep is rebuilt from
-# sweep.yaml, the ledger, the study and the trials' checkpoints. Saving it every second (as
-# before) cost the driver ~40 ms of CPU per trial on the CPUs the trials use (and a write to
-# object storage each second); once a minute and at the end it only records what ran.
-DRIVER_ENV = {"TUNE_GLOBAL_CHECKPOINT_S": "60", "RAY_AIR_NEW_OUTPUT": "0",
-              "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
-              "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0"}
 # Tune warns when a callback step takes > 0.5 s (TUNE_WARN_THRESHOLD_S, read when ray.tune is
 # imported); the sweep board's redraw (every 30 s, throttled on purpose) takes about 1-2 s
 # on 2 busy cores, and that warning broke into the status line.
 SLOW_CALLBACK_WARN_S = 3.0
-#: What the driver imports once trials run (the sweep board's TensorBoard writer pulls in
-#: torch: ~2 s on 2 cores; matplotlib for the board, pyarrow for results.parquet). Imported
-#: in a thread while ray.init waits for Ray's processes, instead of between Tune's start and
-#: the first trial (measured: `run` to the first generation, benchmarks/RESULTS.md).
-WARM_IMPORTS = ("torch.utils.tensorboard", "matplotlib.figure", "pyarrow.parquet")
+
 
 
 # --------------------------------------------------------------------------- trainable
@@ -185,7 +174,8 @@ def _trial_dirname(trial: Any) -> str:
 
 # --------------------------------------------------------------------------- driver
 def init_ray(address: str | None, *, runtime_env: dict[str, Any] | None = None) -> bool:
-    """Connect (address) or start a local Ray; True when this call started it.
+    """Tune's driver settings, then connect (address) or start a local Ray (``start_ray``);
+    True when this process started it.
 
     ``runtime_env``: for a local Ray, the job's runtime environment (the benchmark's probe)."""
     for key, value in DRIVER_ENV.items():
@@ -195,30 +185,7 @@ def init_ray(address: str | None, *, runtime_env: dict[str, Any] | None = None) 
 
         warn_if_slow.DEFAULT_THRESHOLD = SLOW_CALLBACK_WARN_S
     _skip_callback_telemetry()
-    if ray.is_initialized():
-        return False
-    if address:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
-    else:
-        # Local: no dashboard (its job API runs code for whoever reaches it); Ray's token
-        # auth stays on for the GCS / raylet ports. address="local" starts a new instance
-        # even when another Ray runs on this machine (a bare ray.init() would join that one
-        # via /tmp/ray/ray_current_cluster and refuse num_cpus).
-        auth_log = logging.getLogger("ray._private.authentication.authentication_token_setup")
-        auth_log.addFilter(_token_auth_on_by_default)
-        try:
-            ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False,
-                     log_to_driver=False, runtime_env=runtime_env)
-        finally:
-            auth_log.removeFilter(_token_auth_on_by_default)
-    return True
-
-
-def _token_auth_on_by_default(record: logging.LogRecord) -> bool:
-    """False for Ray's WARNING that a local Ray has token auth on by default: it is on here
-    by design (README, "Security"), and the line broke into the sweep's first status lines.
-    Its warning that auth is *off* (RAY_AUTH_MODE=disabled) still shows."""
-    return "Token authentication is enabled" not in record.getMessage()
+    return start_ray(address, runtime_env=runtime_env)
 
 
 def _skip_callback_telemetry() -> None:
@@ -334,7 +301,7 @@ def _fit_routed(settings: SweepSettings, *, address: str | None, resume: bool) -
     ledger: str | None = None
     try:
         if adopt or new:
-            _import_in_background(WARM_IMPORTS)
+            import_in_background(WARM_IMPORTS)
             started_ray = init_ray(address)
             ledger = _start_keeper(settings)
             route_logs(run_dir)  # ray.init re-installs Ray's own handler
@@ -372,21 +339,6 @@ def _fit_routed(settings: SweepSettings, *, address: str | None, resume: bool) -
     if finished_trials(run_dir, settings.config.name) < total:  # Tune returns early on Ctrl-C
         raise SweepInterrupted(run_dir, trials_with_result(run_dir, settings.config.name), total)
     return run_dir
-
-
-def _import_in_background(names: tuple[str, ...]) -> threading.Thread:
-    """Import ``names`` in a daemon thread (a later import of one waits for it, Python's
-    per-module import lock); a module that fails to import is left to its real user."""
-    def work() -> None:
-        for name in names:
-            try:
-                importlib.import_module(name)
-            except Exception:  # noqa: BLE001, S112 - its user imports it again and says why
-                continue
-
-    thread = threading.Thread(target=work, name="warm-imports", daemon=True)
-    thread.start()
-    return thread
 
 
 _KEEPERS: dict[str, Any] = {}  # name -> handle: an actor lives while its handle does

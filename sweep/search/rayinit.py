@@ -1,0 +1,100 @@
+"""Starting Ray for a sweep's driver: a local instance, or a connection to a cluster.
+
+Nothing here imports Tune, so the CLI can start Ray as soon as a run's config has passed its
+checks, with the driver's own imports (Tune, Optuna, pandas, TensorBoard's writer: ~1.5 s of
+CPU) running in a thread meanwhile instead of before it (``prestart``). ``start_ray`` then
+finds Ray running and hands it over to the sweep as started by this process: the sweep
+stops it at its end, and its trials watch this process (a killed driver ends them).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import threading
+from typing import Any
+
+import ray
+
+# Tune's experiment state (RUN_DIR/tune) is never read back: a resumed sweep is rebuilt from
+# sweep.yaml, the ledger, the study and the trials' checkpoints. Saving it every second (as
+# before) cost the driver ~40 ms of CPU per trial on the CPUs the trials use (and a write to
+# object storage each second); once a minute and at the end it only records what ran.
+DRIVER_ENV = {"TUNE_GLOBAL_CHECKPOINT_S": "60", "RAY_AIR_NEW_OUTPUT": "0",
+              "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
+              "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0"}
+#: What the driver imports once trials run (the sweep board's TensorBoard writer pulls in
+#: torch: ~2 s on 2 cores; matplotlib for the board, pyarrow for results.parquet). Imported
+#: in a thread while ray.init waits for Ray's processes, instead of between Tune's start and
+#: the first trial (measured: `run` to the first generation, benchmarks/RESULTS.md).
+WARM_IMPORTS = ("torch.utils.tensorboard", "matplotlib.figure", "pyarrow.parquet")
+#: The driver module itself (Tune, Optuna, pandas), imported beside ray.init by ``prestart``.
+DRIVER_MODULE = "sweep.search.driver"
+#: Modules that both ray.init and the import of Tune load: imported before the thread starts,
+#: so the two never import the same module at once (Ray's packages import each other in
+#: cycles, and two threads entering a cycle from both ends is Python's import deadlock).
+SHARED_WITH_TUNE = ("ray._common.usage.usage_lib", "ray.dashboard", "gzip", "gettext",
+                    "pkgutil", "socketserver")
+
+_handed_over = False  # Ray was started by prestart() and not yet taken by start_ray()
+
+
+def start_ray(address: str | None, *, runtime_env: dict[str, Any] | None = None) -> bool:
+    """Connect (address) or start a local Ray; True when this process started it for the
+    caller (this call, or ``prestart`` before it).
+
+    ``runtime_env``: for a local Ray, the job's runtime environment (the benchmark's probe)."""
+    global _handed_over
+    for key, value in DRIVER_ENV.items():
+        os.environ.setdefault(key, value)
+    if ray.is_initialized():
+        started, _handed_over = _handed_over, False
+        return started
+    if address:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    else:
+        # Local: no dashboard (its job API runs code for whoever reaches it); Ray's token
+        # auth stays on for the GCS / raylet ports. address="local" starts a new instance
+        # even when another Ray runs on this machine (a bare ray.init() would join that one
+        # via /tmp/ray/ray_current_cluster and refuse num_cpus).
+        auth_log = logging.getLogger("ray._private.authentication.authentication_token_setup")
+        auth_log.addFilter(_token_auth_on_by_default)
+        try:
+            ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False,
+                     log_to_driver=False, runtime_env=runtime_env)
+        finally:
+            auth_log.removeFilter(_token_auth_on_by_default)
+    return True
+
+
+def prestart(address: str | None) -> None:
+    """Start Ray now, importing the driver and ``WARM_IMPORTS`` in a thread meanwhile; the
+    sweep's ``start_ray`` takes it over. For the CLI, after the run's checks passed."""
+    global _handed_over
+    for name in SHARED_WITH_TUNE:
+        importlib.import_module(name)
+    import_in_background((DRIVER_MODULE, *WARM_IMPORTS))
+    _handed_over = start_ray(address)
+
+
+def import_in_background(names: tuple[str, ...]) -> threading.Thread:
+    """Import ``names`` in a daemon thread (a later import of one waits for it, Python's
+    per-module import lock); a module that fails to import is left to its real user."""
+    def work() -> None:
+        for name in names:
+            try:
+                importlib.import_module(name)
+            except Exception:  # noqa: BLE001, S112 - its user imports it again and says why
+                continue
+
+    thread = threading.Thread(target=work, name="warm-imports", daemon=True)
+    thread.start()
+    return thread
+
+
+def _token_auth_on_by_default(record: logging.LogRecord) -> bool:
+    """False for Ray's WARNING that a local Ray has token auth on by default: it is on here
+    by design (README, "Security"), and the line broke into the sweep's first status lines.
+    Its warning that auth is *off* (RAY_AUTH_MODE=disabled) still shows."""
+    return "Token authentication is enabled" not in record.getMessage()
