@@ -277,3 +277,36 @@ def test_rays_token_auth_on_note_is_dropped_and_its_off_warning_kept():
                                              "cluster. Set RAY_AUTH_MODE=disabled to opt out."))
     assert _token_auth_on_by_default(rec("Token authentication is disabled for this Ray "
                                          "cluster. Anyone with network access ..."))
+
+
+def test_ray_started_early_by_run_is_handed_to_the_sweep_once(monkeypatch):
+    """`run` starts Ray before importing the driver (rayinit.prestart); the sweep's start_ray
+    then owns it (stops it at the end, its trials watch the driver), once. A Ray running
+    before either (a test session's, a notebook's) is never the sweep's to stop."""
+    from types import SimpleNamespace
+
+    from sweep.search import rayinit
+
+    inits: list[dict] = []
+    fake = SimpleNamespace(initialized=False)
+    fake.is_initialized = lambda: fake.initialized
+
+    def init(**kwargs):
+        inits.append(kwargs)
+        fake.initialized = True
+
+    fake.init = init
+    monkeypatch.setattr(rayinit, "ray", fake)
+    imported: list[tuple[str, ...]] = []
+    monkeypatch.setattr(rayinit, "import_in_background", imported.append)
+    monkeypatch.setattr(rayinit, "_handed_over", False)
+
+    assert rayinit.start_ray(None) is True  # a plain start: this call started it
+    assert rayinit.start_ray(None) is False  # running already, not handed over
+    fake.initialized = False
+    rayinit.prestart(None)
+    assert len(inits) == 2 and inits[1]["address"] == "local"
+    assert imported == [(rayinit.DRIVER_MODULE, *rayinit.WARM_IMPORTS)]
+    assert rayinit.start_ray(None) is True  # the sweep takes over the early start ...
+    assert rayinit.start_ray(None) is False  # ... once
+    assert len(inits) == 2
