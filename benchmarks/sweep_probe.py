@@ -64,9 +64,12 @@ def install() -> None:
     log = _Log(Path(directory))
     log("proc", start=_process_start())
     t0 = time.time()
-    import sweep.search.driver as driver  # what unpickling the trainable imports
+    import torch  # noqa: F401 - what a trial needs: torch (its device, checkpoints) and
+    import torch.utils.tensorboard  # noqa: F401 - TensorBoard's writer, ...
+
+    import sweep.search.trainable as trainable  # ... what unpickling the trainable imports,
     import sweep.search.trial as trial
-    from sweep.engine.chain import Chain  # noqa: F401 - torch and the models
+    from sweep.engine.chain import Chain  # noqa: F401 - ... and the models
 
     log("imports", seconds=time.time() - t0)
     _timed(trial.TrialRun, "save", log, "save")
@@ -80,7 +83,7 @@ def install() -> None:
         log("gen", trial=self.trial_id, generation=self.chain.generation - 1)
 
     trial.TrialRun.step = step_logged  # type: ignore[method-assign]
-    report = driver._tune_report
+    report = trainable._tune_report
 
     def report_logged(metrics: dict[str, Any], ckpt: Any) -> None:
         # the final report (done) does not return: Tune ends the trial's thread
@@ -88,8 +91,8 @@ def install() -> None:
         report(metrics, ckpt)
         log("report", seconds=time.time() - t)
 
-    driver._tune_report = report_logged
-    run_trial = driver.run_trial
+    trainable._tune_report = report_logged
+    run_trial = trainable.run_trial
 
     def run_trial_logged(*args: Any, **kwargs: Any) -> Any:
         log("enter", trial=kwargs.get("trial_id"))
@@ -98,7 +101,7 @@ def install() -> None:
         finally:
             log("exit", trial=kwargs.get("trial_id"))
 
-    driver.run_trial = run_trial_logged
+    trainable.run_trial = run_trial_logged
 
 
 def _timing(original: Callable[..., Any], done: Callable[[float], None]) -> Callable[..., Any]:
