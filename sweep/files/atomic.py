@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -12,24 +12,36 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # the writers take a DataFrame; this module does not need pandas loaded
     import pandas as pd
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)
+_COUNTER = itertools.count()
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; it replaces ``path`` only if the block succeeds."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are meant to be shared
+    tmp = _new_temp(path)
     try:
-        yield Path(tmp)
+        yield tmp
         os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        raise
+
+
+def _new_temp(path: Path) -> Path:
+    """A new empty file ``.NAME.PID.N.tmp`` beside ``path`` (its folder made if missing),
+    created with the umask's permissions (results are meant to be shared, as any file the
+    user writes). One open call: a chain writes a checkpoint every generation."""
+    while True:
+        tmp = path.parent / f".{path.name}.{os.getpid()}.{next(_COUNTER)}.tmp"
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return tmp
+        except FileExistsError:  # left by a killed process whose pid was reused
+            continue
+        except FileNotFoundError:
+            path.parent.mkdir(parents=True, exist_ok=True)
 
 
 def write_text(path: str | Path, text: str) -> Path:
