@@ -22,13 +22,16 @@ WORKERS = 2
 TUNE_TRIALS = "Tune trials (search.batch: auto)"
 
 METHOD = """\
-Two cases. **Short**: 64 trials of one fixed chain (1-D Gaussian, replace, n = 1000, 10
+Two cases. **Short**: 256 trials of one fixed chain (1-D Gaussian, replace, n = 1000, 10
 generations, no early stop, a 1.5M-example held-out set evaluated every generation: ~0.3-0.4 s
-of chain work, small checkpoints), where Tune's per-trial cost dominates. **CPU-bound**
+of chain work, small checkpoints), where Tune's per-trial cost dominates (64 trials before
+2026-12-01, when ~4 s of start-up in a ~12-s sweep alone capped the efficiency at 0.75;
+researchers run thousands of such chains, and start-up has its own row, `run` to the first
+generation). **CPU-bound**
 (rows prefixed `cpu-bound:`): 32 trials of a small GPT chain (truth-lm, `xs`, 200 sequences,
 2 epochs, 10 generations: ~0.38 s of single-threaded compute per generation, ~4 s per trial;
 torch held to one thread in the serial loop and the pool, as in a 1-CPU trial). The only
-searched parameter is `seed`, values 0..63 visited once each by the grid sampler, with
+searched parameter is `seed`, values 0..N-1 visited once each by the grid sampler, with
 `search.seeds: 1`, `search.batch` at its default (`auto`: one Optuna trial per Tune trial
 until trials have been timed, then as many as fill ~2 s, fewer near the end; profile row
 `Tune trials`), and no confirmation stage (the defaults run 5 chains per trial and re-run
@@ -264,7 +267,8 @@ def measure(config: ChainConfig, trials: int, *, bare_trials: int, probe_dir: Pa
 
 
 def _explain(m: dict[str, Any]) -> str:
-    """Why the efficiency is missed, from the profile: start-up, then the warm slot's parts."""
+    """Why the efficiency is missed, from the profile: start-up, then the warm slot's parts,
+    then what the machine itself gives two chains at once (the plain pool, same run)."""
     from benchmarks import sweep_probe as p
 
     ph = m["phases"]
@@ -276,20 +280,24 @@ def _explain(m: dict[str, Any]) -> str:
     # the first generation's own work is per_chain / (generations + 1); the rest is start-up
     startup = ph[p.FIRST_GENERATION] - per_chain / (m["generations"] + 1)
     ideal = m["serial"] / WORKERS
+    peer_eff = m["serial"] / (WORKERS * m["peer"])
     return (f"missed. Start-up: the first generation is done {ph[p.FIRST_GENERATION]:.1f} s "
             f"after run_sweep starts (of a {m['wall']:.1f} s sweep whose perfect 2-way split is "
             f"{ideal:.1f} s; with no per-trial cost at all, {startup:.1f} s of start-up alone "
             f"caps the efficiency at {ideal / (ideal + startup):.2f}): {ph[p.BOOT]:.1f} s for "
             "each trial process to boot "
-            f"Ray's worker, {ph[p.IMPORTS]:.1f} s of imports in it (torch again in the first "
-            "trial), the rest Tune's set-up and generation 0. Warm, a worker slot takes "
-            f"{ph[p.SLOT]:.3f} s per trial for {per_chain:.3f} s of chain work: {in_trial:.3f} s "
+            f"Ray's worker, {ph[p.IMPORTS]:.1f} s of imports in it (Tune, torch, TensorBoard's "
+            "writer, the project), the rest Tune's set-up and generation 0. Warm, a worker slot "
+            f"takes {ph[p.SLOT]:.3f} s per trial for {per_chain:.3f} s of chain work: "
+            f"{in_trial:.3f} s "
             "of the trial's own bookkeeping (opening, checkpoints, reports, final record), "
             f"{ph[p.DRIVER_TURN]:.3f} s waiting for the driver's turn (Tune's result handling, "
             f"Optuna tell, callbacks, stopping the trial), {ph[p.NEXT_TRIAL]:.3f} s to start "
-            "the next; the rest is the chain running slower beside the other trial, the driver "
+            "the next; the rest is the chain running slower beside the other trial (a trial's "
+            f"own time was {m['in_trial']:.3f} s against {per_chain:.3f} s alone), the driver "
             f"({ph[p.DRIVER_CPU]:.3f} s CPU per trial; of its timed steps {biggest} the most, "
-            f"{driver.get(biggest, 0.0):.3f} s) and Ray's processes on 2 cores.")
+            f"{driver.get(biggest, 0.0):.3f} s) and Ray's processes on 2 cores. The machine "
+            f"itself: the plain process pool, same chains, same run, reached {peer_eff:.2f}.")
 
 
 #: Targets (issue 18): parallel efficiency on 2 workers for ~0.4-s and CPU-bound trials, the
@@ -337,10 +345,10 @@ def _records(m: dict[str, Any], prefix: str, *, cpu_bound: bool) -> list[dict[st
 
 
 def run(quick: bool) -> list[dict[str, Any]]:
-    # Short: 64 trials of ~0.4 s (overhead-bound). CPU-bound: 32 small-GPT trials of ~3.5 s
+    # Short: 256 trials of ~0.4 s (overhead-bound). CPU-bound: 32 small-GPT trials of ~3.5 s
     # (10 generations of ~0.35 s), where the per-trial cost amortises. Values: (config,
     # trials, trials also timed by run_trial without Ray).
-    short, long = ((4, 3), (2, 1)) if quick else ((64, 10), (32, 10))
+    short, long = ((4, 3), (2, 1)) if quick else ((256, 10), (32, 10))
     configs = {
         "": (base_config(trials=short[0], generations=short[1], n=1000,
                          test_size=200_000 if quick else 1_500_000), short[0], min(short[0], 4 if quick else 8)),
