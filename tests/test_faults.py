@@ -6,6 +6,7 @@ field and what is allowed, nothing written. The sweep tests use a 4-trial Gaussi
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -27,7 +28,7 @@ from sweep.cli import main
 from sweep.config import dump_config, load_config
 from sweep.files.atomic import write_text
 from sweep.rundir.ledger import Ledger
-from tests.processes import kill_session
+from tests.processes import kill_session, session_pids
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -531,6 +532,44 @@ def test_ctrl_c_exits_130_with_a_resume_hint(ray_session, tmp_path):
     assert "cheapest non-collapsing" not in out and "Tuner.restore" not in err
     # Ray's note that a local Ray has token auth on by default is not repeated by `run`
     assert "Token authentication is enabled" not in err, err
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_ray_starts_exits_130_and_takes_ray_with_it(tmp_path):
+    """`run` starts Ray as soon as the config passed its checks, the driver's imports beside
+    it (sweep.search.rayinit.prestart): Ctrl-C in that window is one line and exit 130, the
+    run directory is not begun, and no Ray process outlives the command."""
+    _tiny_yaml(tmp_path / "t.yaml")
+    proc = _driver(["run", "t.yaml", "--storage", "runs"], tmp_path)
+    try:
+        first = proc.stderr.readline()  # said before Ray starts (test_ux checks how soon)
+        assert "starting Ray (local," in first, first
+        time.sleep(1.0)  # ray.init takes seconds more
+        os.killpg(proc.pid, signal.SIGINT)
+        _out, err = proc.communicate(timeout=120)
+        deadline, left = time.time() + 20, ["?"]
+        while left and time.time() < deadline:
+            left = _running(session_pids(proc.pid))
+            time.sleep(0.25)
+    finally:
+        kill_session(proc.pid)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1] == "interrupted before any trial ran", err
+    assert not (tmp_path / "runs" / "tiny").exists()
+    assert not left, f"left running after Ctrl-C: {left}"
+
+
+def _running(pids: list[int]) -> list[str]:
+    """The names of ``pids`` still running (not gone, not zombies)."""
+    import psutil
+
+    names = []
+    for pid in pids:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc = psutil.Process(pid)
+            if proc.status() != psutil.STATUS_ZOMBIE:
+                names.append(proc.name())
+    return names
 
 
 def test_resume_rebuilds_a_lost_ledger(tiny_run, capsys):
