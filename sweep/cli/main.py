@@ -314,8 +314,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     # the first line, before importing Ray (seconds) and starting it (seconds more)
     announce(config.name, trials=spec.num_trials, concurrency=spec.concurrency,
              address=args.address, enabled=not args.quiet)
-    if not _is_uri(args.storage):  # (a URI's bucket is checked by run_sweep, before Ray)
-        # Ray starts now, the driver's imports beside it (~1 s sooner to the first trial)
+    if not (_is_uri(args.storage) or args.extend):
+        # Ray starts now, the driver's imports beside it (~1 s sooner to the first trial).
+        # Not yet for a URI (run_sweep checks the bucket first) or --extend (run_sweep
+        # checks the new config against the run's, under the run's lock): their errors
+        # come before Ray starts.
         from sweep.search.rayinit import prestart
 
         try:
