@@ -178,7 +178,7 @@ class TrialRun:
         self.shared_model0 = [False] * len(self.seeds)
         self.workers = 1  # chains stepped at once (threads); run_trial sets the CPU share
         self.record: dict[str, Any] = {}
-        self._cache_dirs: dict[int, Path] = {}
+        self._model0_keys: dict[int, str] = {}
         self._started = time.perf_counter()
 
     @property
@@ -295,11 +295,15 @@ class TrialRun:
     def ckpt_dir(self, seed: int) -> Path:
         return self.tdir / "ckpt" / self._sub(seed)
 
+    def model0_key_of(self, seed: int) -> str:
+        """Generation 0's content address for ``seed`` (it hashes the config: computed once)."""
+        if seed not in self._model0_keys:
+            self._model0_keys[seed] = model0_key(self.seed_config(seed))
+        return self._model0_keys[seed]
+
     def cache_dir(self, seed: int) -> Path:
-        """Generation 0's shared entry for ``seed`` (its key hashes the config: computed once)."""
-        if seed not in self._cache_dirs:
-            self._cache_dirs[seed] = self.run_dir / "cache" / model0_key(self.seed_config(seed))
-        return self._cache_dirs[seed]
+        """Generation 0's shared entry for ``seed``."""
+        return self.run_dir / "cache" / self.model0_key_of(seed)
 
     # ---------------------------------------------------------------- 3. the generations
     @property
@@ -435,8 +439,8 @@ class TrialRun:
                       params=self.params, seed=self.config.seed, node=self.node,
                       stage=self.stage, seconds=self.elapsed(),
                       shared_model0=all(self.shared_model0),
-                      model0_key=model0_key(self.seed_config(self.seeds[0])),
-                      model0_keys=[model0_key(self.seed_config(s)) for s in self.seeds])
+                      model0_key=self.model0_key_of(self.seeds[0]),
+                      model0_keys=[self.model0_key_of(s) for s in self.seeds])
         frame = self.frame()
         if frame is not None:
             write_parquet(frame, self.tdir / "generations.parquet")
