@@ -50,7 +50,7 @@ from sweep.rundir.lock import LOCK_FILE, driver_lock
 from sweep.rundir.storage import RunStorage, cache_dir, is_uri, join, pull_run
 from sweep.search.loggers import TrialLoggers, check_loggers
 from sweep.search.progress import SweepProgress, SweepSettings, write_sweep_results
-from sweep.search.rayinit import DRIVER_ENV, WARM_IMPORTS, import_in_background, start_ray
+from sweep.search.rayinit import WARM_IMPORTS, import_in_background, start_ray
 from sweep.search.searcher import build_searcher
 from sweep.search.space import validate_search
 from sweep.search.trainable import tune_trainable
@@ -70,12 +70,10 @@ def _trial_dirname(trial: Any) -> str:
 
 # --------------------------------------------------------------------------- driver
 def init_ray(address: str | None, *, runtime_env: dict[str, Any] | None = None) -> bool:
-    """Tune's driver settings, then connect (address) or start a local Ray (``start_ray``);
-    True when this process started it.
+    """Tune's driver settings, then connect (address) or start a local Ray (``start_ray``,
+    which also sets ``DRIVER_ENV``); True when this process started it.
 
     ``runtime_env``: for a local Ray, the job's runtime environment (the benchmark's probe)."""
-    for key, value in DRIVER_ENV.items():
-        os.environ.setdefault(key, value)
     if "TUNE_WARN_THRESHOLD_S" not in os.environ:
         from ray.tune.utils.util import warn_if_slow
 
