@@ -238,6 +238,7 @@ class ChainLogger:
         a tag per call cost a queue hand-off to the writer thread each, ~14 per generation,
         which competed with the chain for the interpreter (2.3 ms a generation of a short
         analytic chain; 0.7 ms as one event, flush included)."""
+        from tensorboard.compat.proto.summary_pb2 import Summary
         from torch.utils.tensorboard import summary as tb
 
         g = int(row["generation"])
@@ -264,7 +265,7 @@ class ChainLogger:
             byte_level = source_of(self.config).byte_level
             parts.append(tb.text(SAMPLES_TAG, decode_samples(samples, byte_level=byte_level)))
         if parts:
-            event = type(parts[0])(value=[v for part in parts for v in part.value])
+            event = Summary(value=[v for part in parts for v in part.value])
             self.writer._get_file_writer().add_summary(event, g)
         self.writer.flush()  # a running sweep shows up in TensorBoard generation by generation
 
