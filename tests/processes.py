@@ -78,3 +78,14 @@ def kill_session(sid: int) -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         time.sleep(0.25)
+
+
+def running(pids: list[int]) -> list[str]:
+    """The names of ``pids`` still running (not gone, not zombies)."""
+    names = []
+    for pid in pids:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc = psutil.Process(pid)
+            if proc.status() != psutil.STATUS_ZOMBIE:
+                names.append(proc.name())
+    return names

@@ -6,7 +6,6 @@ field and what is allowed, nothing written. The sweep tests use a 4-trial Gaussi
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
@@ -28,7 +27,7 @@ from sweep.cli import main
 from sweep.config import dump_config, load_config
 from sweep.files.atomic import write_text
 from sweep.rundir.ledger import Ledger
-from tests.processes import kill_session, session_pids
+from tests.processes import kill_session, running, session_pids
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -549,7 +548,7 @@ def test_ctrl_c_while_ray_starts_exits_130_and_takes_ray_with_it(tmp_path):
         _out, err = proc.communicate(timeout=120)
         deadline, left = time.time() + 20, ["?"]
         while left and time.time() < deadline:
-            left = _running(session_pids(proc.pid))
+            left = running(session_pids(proc.pid))
             time.sleep(0.25)
     finally:
         kill_session(proc.pid)
@@ -557,19 +556,6 @@ def test_ctrl_c_while_ray_starts_exits_130_and_takes_ray_with_it(tmp_path):
     assert err.strip().splitlines()[-1] == "interrupted before any trial ran", err
     assert not (tmp_path / "runs" / "tiny").exists()
     assert not left, f"left running after Ctrl-C: {left}"
-
-
-def _running(pids: list[int]) -> list[str]:
-    """The names of ``pids`` still running (not gone, not zombies)."""
-    import psutil
-
-    names = []
-    for pid in pids:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            proc = psutil.Process(pid)
-            if proc.status() != psutil.STATUS_ZOMBIE:
-                names.append(proc.name())
-    return names
 
 
 def test_resume_rebuilds_a_lost_ledger(tiny_run, capsys):
