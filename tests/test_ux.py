@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from test_analysis import make_run  # tests/ is on sys.path (no package)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -298,7 +299,8 @@ def test_ray_started_early_by_run_is_handed_to_the_sweep_once(monkeypatch):
     fake.init = init
     monkeypatch.setattr(rayinit, "ray", fake)
     imported: list[tuple[str, ...]] = []
-    monkeypatch.setattr(rayinit, "import_in_background", imported.append)
+    monkeypatch.setattr(rayinit, "import_in_background",
+                        lambda names: imported.append(names) or SimpleNamespace(join=lambda: None))
     monkeypatch.setattr(rayinit, "_handed_over", False)
 
     assert rayinit.start_ray(None) is True  # a plain start: this call started it
@@ -310,3 +312,20 @@ def test_ray_started_early_by_run_is_handed_to_the_sweep_once(monkeypatch):
     assert rayinit.start_ray(None) is True  # the sweep takes over the early start ...
     assert rayinit.start_ray(None) is False  # ... once
     assert len(inits) == 2
+
+
+def test_ctrl_c_while_ray_starts_is_raised_once_the_start_is_done():
+    """prestart holds SIGINT until Ray has started and the driver's imports have ended (raised
+    while two threads import, it could leave a module lock held: `run` hung), then raises it."""
+    import os
+    import signal
+
+    from sweep.search.rayinit import _interrupt_held
+
+    steps = []
+    with pytest.raises(KeyboardInterrupt):
+        with _interrupt_held():
+            os.kill(os.getpid(), signal.SIGINT)
+            steps.append("after the signal")  # the block was not cut short
+    assert steps == ["after the signal"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored

@@ -9,10 +9,13 @@ stops it at its end, and its trials watch this process (a killed driver ends the
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import os
+import signal
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import ray
@@ -70,12 +73,35 @@ def start_ray(address: str | None, *, runtime_env: dict[str, Any] | None = None)
 
 def prestart(address: str | None) -> None:
     """Start Ray now, importing the driver and ``WARM_IMPORTS`` in a thread meanwhile; the
-    sweep's ``start_ray`` takes it over. For the CLI, after the run's checks passed."""
+    sweep's ``start_ray`` takes it over. For the CLI, after the run's checks passed.
+
+    Ctrl-C meanwhile is held until both are done, then raised (KeyboardInterrupt): raised
+    while two threads import, it can leave a module lock held, and the command hung instead
+    of exiting (seen in tests/test_faults.py's Ctrl-C drill)."""
     global _handed_over
-    for name in SHARED_WITH_TUNE:
-        importlib.import_module(name)
-    import_in_background((DRIVER_MODULE, *WARM_IMPORTS))
-    _handed_over = start_ray(address)
+    with _interrupt_held():
+        for name in SHARED_WITH_TUNE:
+            importlib.import_module(name)
+        imports = import_in_background((DRIVER_MODULE, *WARM_IMPORTS))
+        _handed_over = start_ray(address)
+        imports.join()
+
+
+@contextlib.contextmanager
+def _interrupt_held() -> Iterator[None]:
+    """SIGINT inside the block is raised as KeyboardInterrupt when the block ends (main
+    thread only: elsewhere Python delivers no signals anyway)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, _frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
 
 
 def import_in_background(names: tuple[str, ...]) -> threading.Thread:
