@@ -211,7 +211,10 @@ def test_batched_fault_drill_every_trial_once_and_the_same_answer(ray_session, t
     )
 
     monkeypatch.chdir(tmp_path)
-    cfg = _fault_config(tmp_path / "drill.yaml", **{"search.batch": 3})
+    # Members long enough (~1 s each here) that a worker cannot end its batch in the time it
+    # takes to see that its driver is gone: at 60 generations (0.45 s each here) CI's faster
+    # machine finished all six before the kill took effect, leaving nothing to resume.
+    cfg = _fault_config(tmp_path / "drill.yaml", **{"search.batch": 3, "recursion.generations": 150})
     assert load_config(cfg).search["batch"] == 3
     code, _, err = _run("run drill.yaml --storage ref --quiet", capsys)
     assert code == 0, err

@@ -25,7 +25,7 @@ from sweep.rundir.storage import RunStorage, cache_dir
 from sweep.search import batching
 from sweep.search.trial import run_trial, tune_metrics
 
-WATCH_DRIVER_S = 1.0  # a local trial process checks this often that its driver is alive
+WATCH_DRIVER_S = 0.25  # a local trial process checks this often that its driver is alive
 
 
 def tune_trainable(config: dict[str, Any]) -> None:
