@@ -11,9 +11,13 @@ literature reports (REFERENCES.md, "Language models").
 
 from __future__ import annotations
 
+import multiprocessing as mp
+from concurrent.futures import ProcessPoolExecutor
+
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from sweep import load_config, run_chain
 from sweep.cli.main import main
@@ -35,13 +39,42 @@ def chain(seed: int = 0, **sections) -> pd.DataFrame:
     return run_chain(load_config(tree), seed=seed)
 
 
+def _one_thread() -> None:
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(scope="module")
-def runs() -> dict[str, pd.DataFrame]:
-    return {
-        "replace": chain(),
-        "accumulate": chain(recursion={"regime": "accumulate"}),
-        "subsample": chain(recursion={"regime": "accumulate-subsample"}),
-    }
+def pool():
+    """Chains two at a time, one thread each. An xs GPT's chain is no faster on two threads
+    than on one (seed 0, 5 generations: 19-24 s either way on the 2-core CI machine), so two
+    processes halve the module's wall time. The thread count changes float summation order
+    and so the trajectories; the recorded draws below include one-thread runs."""
+    with ProcessPoolExecutor(2, mp_context=mp.get_context("spawn"), initializer=_one_thread) as ex:
+        yield ex
+
+
+def chains(pool: ProcessPoolExecutor, jobs: dict) -> dict:
+    """``chain(seed, **sections)`` for each named job, on the pool."""
+    futures = {name: pool.submit(chain, seed, **sections) for name, (seed, sections) in jobs.items()}
+    return {name: future.result() for name, future in futures.items()}
+
+
+MIXED = {"recursion": {"real_fraction": 0.5}}
+
+
+@pytest.fixture(scope="module")
+def runs(pool) -> dict[str, pd.DataFrame]:
+    """Every chain on the default language, at once."""
+    return chains(pool, {
+        "replace": (0, {}),
+        "accumulate": (0, {"recursion": {"regime": "accumulate"}}),
+        "subsample": (0, {"recursion": {"regime": "accumulate-subsample"}}),
+        "self": (0, {"curation": {"scorer": "self", "strength": 0.8}}),
+        "likelihood": (0, {"curation": {"scorer": "oracle-likelihood", "strength": 0.5}}),
+        "mixed": (0, MIXED),
+        "mixed_oracle": (0, {**MIXED, "curation": {"scorer": "oracle", "strength": 0.5,
+                                                   "selection": "sample"}}),
+    })
 
 
 def gap(df: pd.DataFrame, col: str = "real_nll") -> float:
@@ -66,7 +99,7 @@ def test_replace_erodes_the_minority_dialect(runs):
 def test_strong_self_curation_raises_tail_nll(runs):
     # Recorded: keeping the 20% most self-likely samples drives tail NLL 2.98 -> 14.9 while
     # the uncurated chain reaches 3.14: the model's modes take over, the tail disappears.
-    curated = chain(curation={"scorer": "self", "strength": 0.8})
+    curated = runs["self"]
     assert curated.tail_nll.iloc[-1] > 2 * runs["replace"].tail_nll.iloc[-1]
     assert curated.distinct_2.iloc[-1] < runs["replace"].distinct_2.iloc[-1]
 
@@ -75,12 +108,12 @@ def test_maximising_the_truths_likelihood_collapses_onto_its_modes(runs):
     # Recorded: the top half by the truth's per-token likelihood drives real NLL 1.94 ->
     # 4.10 (vs 2.41 uncurated) and distinct-2 0.134 -> 0.049: the reward's maximisers
     # take over (Ferbach et al.), although every kept sample is 'high quality'.
-    curated = chain(curation={"scorer": "oracle-likelihood", "strength": 0.5})
+    curated = runs["likelihood"]
     assert gap(curated) > gap(runs["replace"])
     assert curated.sample_true_nll.iloc[-1] < runs["replace"].sample_true_nll.iloc[-1]
 
 
-def test_density_ratio_oracle_with_real_data_keeps_the_tail_and_the_quality():
+def test_density_ratio_oracle_with_real_data_keeps_the_tail_and_the_quality(runs):
     """Half of each batch real (Ferbach's condition), the other half picked from 2x candidates
     by p_truth / p_model (``oracle``, Gumbel sampling): what the oracle buys on truth-lm.
 
@@ -96,9 +129,7 @@ def test_density_ratio_oracle_with_real_data_keeps_the_tail_and_the_quality():
     candidates, grammar verifier, length-stratified) beat no curation on real_nll here; on
     a language the model covers, the oracle does (next tests). See notes/ORACLE_CURATION.md.
     """
-    mixed = {"recursion": {"real_fraction": 0.5}}
-    plain = chain(**mixed)
-    oracle = chain(**mixed, curation={"scorer": "oracle", "strength": 0.5, "selection": "sample"})
+    plain, oracle = runs["mixed"], runs["mixed_oracle"]
     assert oracle.tail_nll.iloc[-1] < plain.tail_nll.iloc[-1] - 0.06
     assert oracle.sample_true_nll.iloc[-1] < plain.sample_true_nll.iloc[-1] - 0.07
 
@@ -113,12 +144,13 @@ SEEDS = (0, 1, 2)
 
 
 @pytest.fixture(scope="module")
-def covered() -> dict[str, list[float]]:
+def covered(pool) -> dict[str, list[float]]:
     """Real-NLL gap at generation 5 per seed, for four arms on the covered language."""
     arms = {"none": {}, "oracle": ORACLE, "prompted": PROMPTED,
             "prompted_oracle": {**PROMPTED, **ORACLE}}
-    return {name: [gap(chain(seed, data=COVERED["data"], **arm)) for seed in SEEDS]
-            for name, arm in arms.items()}
+    done = chains(pool, {(name, seed): (seed, {**COVERED, **arm})
+                         for name, arm in arms.items() for seed in SEEDS})
+    return {name: [gap(done[name, seed]) for seed in SEEDS] for name in arms}
 
 
 def test_oracle_lowers_the_gap_on_a_language_the_model_covers(covered):
