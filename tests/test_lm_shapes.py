@@ -12,7 +12,11 @@ literature reports (REFERENCES.md, "Language models").
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
+import subprocess
+import sys
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -20,7 +24,6 @@ import pytest
 import torch
 
 from sweep import load_config, run_chain
-from sweep.cli.main import main
 from sweep.engine.chain import Chain
 from sweep.files.checkpoint import save_checkpoint
 
@@ -199,10 +202,18 @@ def test_gpt_chain_resumes_to_the_same_frame(tmp_path):
 
 
 def test_text_chain_from_the_cli_replace_degrades_more_than_accumulate(tmp_path):
+    """The config's own comment line, typed twice at once (one thread each, as the pool
+    above): replace loses more real-data likelihood than accumulate."""
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root)}
+    procs = {regime: subprocess.Popen(
+        [sys.executable, "-m", "sweep", "chain", "configs/text-chain.yaml", "--set",
+         f"recursion.regime={regime}", "--out", str(tmp_path / regime)],
+        cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        for regime in ("replace", "accumulate")}
     outs = {}
-    for regime in ("replace", "accumulate"):
-        out = tmp_path / regime
-        assert main(["chain", "configs/text-chain.yaml", "--set", f"recursion.regime={regime}",
-                     "--out", str(out)]) == 0
-        outs[regime] = pd.read_parquet(out / "generations.parquet")
+    for regime, proc in procs.items():
+        _out, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err[-2000:]
+        outs[regime] = pd.read_parquet(tmp_path / regime / "generations.parquet")
     assert gap(outs["replace"]) > gap(outs["accumulate"]) + 0.02
