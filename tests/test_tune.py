@@ -231,7 +231,10 @@ def test_resume_after_driver_kill_runs_each_trial_once(ray_session, tmp_path):
     resume_sweep(run_dir, progress=False)
     df = pd.read_parquet(run_dir / "results.parquet")
     assert sorted(df["number"]) == list(range(12))
-    assert (df["status"] == "finished").all()
+    # Every trial ran to a recorded end. The space holds chains that collapse to a point
+    # (replace, real fraction ~0, strong curation: the real NLL goes to inf, "diverged");
+    # TPE picked one once (real fraction 0.003, strength 0.76), and such a trial is recorded.
+    assert df["status"].isin(["finished", "diverged"]).all(), df["status"].tolist()
     starts = Ledger(run_dir).chains_started()
     assert all(count == 1 for count in starts.values()), starts  # no chain ran twice
     chains = len(df[df["reused_from"] == ""])
