@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -303,14 +304,21 @@ def test_ray_started_early_by_run_is_handed_to_the_sweep_once(monkeypatch):
                         lambda names: imported.append(names) or SimpleNamespace(join=lambda: None))
     monkeypatch.setattr(rayinit, "_handed_over", False)
 
+    monkeypatch.setattr(rayinit, "_prestarted_at", None)
+
     assert rayinit.start_ray(None) is True  # a plain start: this call started it
+    assert rayinit.ray_start_began(123.0) == 123.0  # the status line's own clock
     assert rayinit.start_ray(None) is False  # running already, not handed over
     fake.initialized = False
+    before = time.time()
     rayinit.prestart(None)
     assert len(inits) == 2 and inits[1]["address"] == "local"
     assert imported == [(rayinit.DRIVER_MODULE, *rayinit.WARM_IMPORTS)]
     assert rayinit.start_ray(None) is True  # the sweep takes over the early start ...
+    # ... and says how long Ray took from the prestart, not "in 0.0 s" from the take-over
+    assert before <= rayinit.ray_start_began(time.time() + 60) <= time.time()
     assert rayinit.start_ray(None) is False  # ... once
+    assert rayinit.ray_start_began(123.0) == 123.0  # a later sweep in this process
     assert len(inits) == 2
 
 
@@ -320,12 +328,12 @@ def test_ctrl_c_while_ray_starts_is_raised_once_the_start_is_done():
     import os
     import signal
 
-    from sweep.search.rayinit import _interrupt_held
+    from sweep.search.rayinit import interrupt_held
 
     before = signal.getsignal(signal.SIGINT)  # Python's, or one a Tune run left in this process
     steps = []
     with pytest.raises(KeyboardInterrupt):
-        with _interrupt_held():
+        with interrupt_held():
             os.kill(os.getpid(), signal.SIGINT)
             steps.append("after the signal")  # the block was not cut short
     assert steps == ["after the signal"]

@@ -50,7 +50,13 @@ from sweep.rundir.lock import LOCK_FILE, driver_lock
 from sweep.rundir.storage import RunStorage, cache_dir, is_uri, join, pull_run
 from sweep.search.loggers import TrialLoggers, check_loggers
 from sweep.search.progress import SweepProgress, SweepSettings, write_sweep_results
-from sweep.search.rayinit import WARM_IMPORTS, import_in_background, start_ray
+from sweep.search.rayinit import (
+    WARM_IMPORTS,
+    import_in_background,
+    interrupt_held,
+    ray_start_began,
+    start_ray,
+)
 from sweep.search.searcher import build_searcher
 from sweep.search.space import validate_search
 from sweep.search.trainable import tune_trainable
@@ -195,13 +201,14 @@ def _fit_routed(settings: SweepSettings, *, address: str | None, resume: bool) -
     ledger: str | None = None
     try:
         if adopt or new:
-            import_in_background(WARM_IMPORTS)
-            started_ray = init_ray(address)
+            with interrupt_held():  # raised once ray.init has returned (Ray stopped below)
+                import_in_background(WARM_IMPORTS)
+                started_ray = init_ray(address)
             ledger = _start_keeper(settings)
             route_logs(run_dir)  # ray.init re-installs Ray's own handler
             cpus = int(ray.cluster_resources().get("CPU", 0))
             phase(settings.config.name, f"Ray {'started' if started_ray else 'connected'} "
-                  f"({cpus} CPUs) in {time.time() - started:.1f} s; Tune starts the trials "
+                  f"({cpus} CPUs) in {time.time() - ray_start_began(started):.1f} s; Tune starts the trials "
                   f"(generation 0 is fit once and shared); Ray and Optuna logs: "
                   f"{run_dir / LOG_FILE}", enabled=say)
             tuner = _new_tuner(settings, trainable, resume=resume, adopt=adopt,

@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -41,6 +42,8 @@ SHARED_WITH_TUNE = ("ray._common.usage.usage_lib", "ray.dashboard", "gzip", "get
                     "pkgutil", "socketserver")
 
 _handed_over = False  # Ray was started by prestart() and not yet taken by start_ray()
+_prestarted_at: float | None = None  # time.time() when prestart() began starting Ray
+_began: float | None = None  # ... for the Ray that start_ray() last took over
 
 
 def start_ray(address: str | None, *, runtime_env: dict[str, Any] | None = None) -> bool:
@@ -48,11 +51,14 @@ def start_ray(address: str | None, *, runtime_env: dict[str, Any] | None = None)
     caller (this call, or ``prestart`` before it).
 
     ``runtime_env``: for a local Ray, the job's runtime environment (the benchmark's probe)."""
-    global _handed_over
+    global _handed_over, _prestarted_at, _began
     for key, value in DRIVER_ENV.items():
         os.environ.setdefault(key, value)
+    _began = None
     if ray.is_initialized():
         started, _handed_over = _handed_over, False
+        if started:
+            _began, _prestarted_at = _prestarted_at, None
         return started
     if address:
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
@@ -78,8 +84,9 @@ def prestart(address: str | None) -> None:
     Ctrl-C meanwhile is held until both are done, then raised (KeyboardInterrupt): raised
     while two threads import, it can leave a module lock held, and the command hung instead
     of exiting (seen in tests/test_faults.py's Ctrl-C drill)."""
-    global _handed_over
-    with _interrupt_held():
+    global _handed_over, _prestarted_at
+    _prestarted_at = time.time()
+    with interrupt_held():
         for name in SHARED_WITH_TUNE:
             importlib.import_module(name)
         imports = import_in_background((DRIVER_MODULE, *WARM_IMPORTS))
@@ -87,10 +94,18 @@ def prestart(address: str | None) -> None:
         imports.join()
 
 
+def ray_start_began(default: float) -> float:
+    """When starting the Ray that ``start_ray`` last returned began: at ``prestart`` if it
+    was taken over from there, else ``default`` (for the status line: after a prestart,
+    ``start_ray`` itself takes no time)."""
+    return _began if _began is not None else default
+
+
 @contextlib.contextmanager
-def _interrupt_held() -> Iterator[None]:
+def interrupt_held() -> Iterator[None]:
     """SIGINT inside the block is raised as KeyboardInterrupt when the block ends (main
-    thread only: elsewhere Python delivers no signals anyway)."""
+    thread only: elsewhere Python delivers no signals anyway). Around ``ray.init`` with an
+    import thread running: Ctrl-C raised inside an import can leave its module lock held."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
