@@ -529,8 +529,10 @@ def test_ctrl_c_exits_130_with_a_resume_hint(ray_session, tmp_path):
     assert last.startswith("interrupted: ") and " of 12 trials done; resume with: " in last, err
     assert last.endswith("collapse-sweep resume runs/tiny")
     assert "cheapest non-collapsing" not in out and "Tuner.restore" not in err
-    # Ray's note that a local Ray has token auth on by default is not repeated by `run`
+    # Ray's note that a local Ray has token auth on by default is not repeated by `run`, nor
+    # its INFO line that it started (the status line says so)
     assert "Token authentication is enabled" not in err, err
+    assert "Started a local Ray instance" not in err, err
 
 
 @pytest.mark.slow

@@ -267,10 +267,10 @@ def test_run_into_an_existing_name_says_so_before_starting_ray(tmp_path):
     assert "starting Ray" not in out.stdout + out.stderr
 
 
-def test_rays_token_auth_on_note_is_dropped_and_its_off_warning_kept():
+def test_rays_token_auth_on_note_and_started_line_are_dropped_and_its_off_warning_kept():
     import logging
 
-    from sweep.search.rayinit import _token_auth_on_by_default
+    from sweep.search.rayinit import _local_instance_started, _token_auth_on_by_default
 
     def rec(msg: str) -> logging.LogRecord:
         return logging.LogRecord("ray", logging.WARNING, "f.py", 1, msg, None, None)
@@ -279,6 +279,8 @@ def test_rays_token_auth_on_note_is_dropped_and_its_off_warning_kept():
                                              "cluster. Set RAY_AUTH_MODE=disabled to opt out."))
     assert _token_auth_on_by_default(rec("Token authentication is disabled for this Ray "
                                          "cluster. Anyone with network access ..."))
+    assert not _local_instance_started(rec("Started a local Ray instance."))
+    assert _local_instance_started(rec("Connecting to existing Ray cluster at address: ..."))
 
 
 def test_ray_started_early_by_run_is_handed_to_the_sweep_once(monkeypatch):

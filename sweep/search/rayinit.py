@@ -68,12 +68,15 @@ def start_ray(address: str | None, *, runtime_env: dict[str, Any] | None = None)
         # even when another Ray runs on this machine (a bare ray.init() would join that one
         # via /tmp/ray/ray_current_cluster and refuse num_cpus).
         auth_log = logging.getLogger("ray._private.authentication.authentication_token_setup")
+        worker_log = logging.getLogger("ray._private.worker")
         auth_log.addFilter(_token_auth_on_by_default)
+        worker_log.addFilter(_local_instance_started)
         try:
             ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False,
                      log_to_driver=False, runtime_env=runtime_env)
         finally:
             auth_log.removeFilter(_token_auth_on_by_default)
+            worker_log.removeFilter(_local_instance_started)
     return True
 
 
@@ -139,3 +142,9 @@ def _token_auth_on_by_default(record: logging.LogRecord) -> bool:
     by design (README, "Security"), and the line broke into the sweep's first status lines.
     Its warning that auth is *off* (RAY_AUTH_MODE=disabled) still shows."""
     return "Token authentication is enabled" not in record.getMessage()
+
+
+def _local_instance_started(record: logging.LogRecord) -> bool:
+    """False for Ray's INFO line "Started a local Ray instance.": it broke into the sweep's
+    status lines with its own timestamp format, and the next status line says so."""
+    return "Started a local Ray instance" not in record.getMessage()
