@@ -352,6 +352,54 @@ def test_ledger_returns_done_trial_without_running_it(tmp_path, monkeypatch):
     assert events == ["start", "done", "reuse"]
 
 
+def test_a_seed_that_stopped_early_is_not_checkpointed_again(tmp_path, monkeypatch):
+    """Three seeds of one trial stop early (collapsed) at generations 15, 7 and 8 of 20: each
+    chain's checkpoint is written once per generation it ran, not once per step of the trial
+    (rewriting the stopped ones with the others); and a trial stopped after step 11, when two
+    seeds had stopped, resumes from those files to the record of an undisturbed run."""
+    from collections import Counter
+
+    import sweep.search.trial as trial_mod
+    from sweep.search.trial import TrialRun, run_trial
+
+    cfg = analytic("early", generations=20, seeds=3)
+    cfg = cfg.model_copy(update={"collapse": cfg.collapse.model_copy(update={"stop_early": True})})
+    params = {"recursion.regime": "replace", "recursion.real_fraction": 0.5,
+              "curation.strength": 0.2}
+    writes: Counter = Counter()
+    save = trial_mod.save_checkpoint
+    monkeypatch.setattr(trial_mod, "save_checkpoint",
+                        lambda d, state: (writes.update([Path(d).name]), save(d, state))[1])
+    run_dir = _run_dir_with(tmp_path / "whole", cfg)
+    whole = run_trial(run_dir, params, trial_id="a", number=0, node="n", report=lambda m, c: None)
+    frame = pd.read_parquet(run_dir / "trials" / "a" / "generations.parquet")
+    ran = frame.groupby("seed").size().to_dict()  # generations each seed ran, 0 included
+    assert sorted(ran.values()) == [8, 9, 16]
+    assert {int(k.removeprefix("seed_")): n for k, n in writes.items() if k.startswith("seed_")} == ran
+
+    run_dir = _run_dir_with(tmp_path / "stopped", cfg)
+    step, steps = TrialRun.step, []
+
+    def stop_after_11(self, logger):
+        if len(steps) == 11:
+            raise KeyboardInterrupt  # not a chain's error: the trial's process ends here
+        steps.append(1)
+        return step(self, logger)
+
+    monkeypatch.setattr(TrialRun, "step", stop_after_11)
+    with pytest.raises(KeyboardInterrupt):
+        run_trial(run_dir, params, trial_id="a", number=0, node="n", report=lambda m, c: None)
+    monkeypatch.setattr(TrialRun, "step", step)
+    again = run_trial(run_dir, params, trial_id="a", number=0, node="n", report=lambda m, c: None)
+    # seed 3 restored after 11 generations; seeds 4 and 5 as they stopped, after 8 and 9
+    assert [r["generation"] for r in Ledger(run_dir).records() if r["event"] == "resume"] == [
+        11, 8, 9]
+    for key in ("quality_gap", "total_flops", "collapse_rate", "generations_run"):
+        assert again[key] == whole[key], key
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(run_dir / "trials" / "a" / "generations.parquet"), frame)
+
+
 def test_two_trials_of_one_config_never_both_start_its_chain(tmp_path, monkeypatch):
     """Trial b checks the ledger before trial a has started the same chain (a duplicate a
     sampler asked twice, or a trial handed out again after a crash beside a new one); a then

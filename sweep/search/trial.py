@@ -177,6 +177,7 @@ class TrialRun:
         self.seconds_before = 0.0  # run time of earlier attempts (from the checkpoints)
         self.shared_model0 = [False] * len(self.seeds)
         self.workers = 1  # chains stepped at once (threads); run_trial sets the CPU share
+        self.stepped: set[int] = set(range(len(self.seeds)))  # chains the last step() ran
         self.record: dict[str, Any] = {}
         self._model0_keys: dict[int, str] = {}
         self._started = time.perf_counter()
@@ -374,6 +375,7 @@ class TrialRun:
                 self.push(cache)
 
         active = [i for i, c in enumerate(self._chains()) if not c.done]
+        self.stepped = set(active)
         if pool is None:
             for i in active:
                 one(i)
@@ -381,11 +383,15 @@ class TrialRun:
             list(pool.map(one, active))  # re-raises the first chain error here
 
     def save(self) -> dict[int, dict[str, Any]]:
-        """Each chain's own checkpoint, every generation: a killed trial loses at most one."""
+        """Each chain's own checkpoint, every generation it ran: a killed trial loses at most
+        one. A chain that stopped early (collapsed) was saved as it stopped; its file is not
+        rewritten while the trial's other seeds go on (the states returned are all seeds')."""
         payloads = {}
         for i, (seed, chain) in enumerate(zip(self.seeds, self._chains(), strict=True)):
             payloads[seed] = {**chain.state_dict(), "shared_model0": self.shared_model0[i],
                               "sweep_seconds": self.elapsed()}
+            if i not in self.stepped:
+                continue
             save_checkpoint(self.ckpt_dir(seed), payloads[seed])
             if self.uploads is not None:  # in the background: the chain does not wait
                 ckpt = self.ckpt_dir(seed) / CHECKPOINT_FILE
