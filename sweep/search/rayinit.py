@@ -42,8 +42,9 @@ SHARED_WITH_TUNE = ("ray._common.usage.usage_lib", "ray.dashboard", "gzip", "get
                     "pkgutil", "socketserver")
 
 _handed_over = False  # Ray was started by prestart() and not yet taken by start_ray()
-_prestarted_at: float | None = None  # time.time() when prestart() began starting Ray
-_began: float | None = None  # ... for the Ray that start_ray() last took over
+#: time.time() when prestart() began starting the Ray that start_ray() hands (or last
+#: handed) over; None when start_ray() last started or found a Ray of its own
+_prestarted_at: float | None = None
 
 
 def start_ray(address: str | None, *, runtime_env: dict[str, Any] | None = None) -> bool:
@@ -51,15 +52,15 @@ def start_ray(address: str | None, *, runtime_env: dict[str, Any] | None = None)
     caller (this call, or ``prestart`` before it).
 
     ``runtime_env``: for a local Ray, the job's runtime environment (the benchmark's probe)."""
-    global _handed_over, _prestarted_at, _began
+    global _handed_over, _prestarted_at
     for key, value in DRIVER_ENV.items():
         os.environ.setdefault(key, value)
-    _began = None
     if ray.is_initialized():
         started, _handed_over = _handed_over, False
-        if started:
-            _began, _prestarted_at = _prestarted_at, None
+        if not started:
+            _prestarted_at = None
         return started
+    _prestarted_at = None
     if address:
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
     else:
@@ -88,12 +89,13 @@ def prestart(address: str | None) -> None:
     while two threads import, it can leave a module lock held, and the command hung instead
     of exiting (seen in tests/test_faults.py's Ctrl-C drill)."""
     global _handed_over, _prestarted_at
-    _prestarted_at = time.time()
+    began = time.time()
     with interrupt_held():
         for name in SHARED_WITH_TUNE:
             importlib.import_module(name)
         imports = import_in_background((DRIVER_MODULE, *WARM_IMPORTS))
         _handed_over = start_ray(address)
+        _prestarted_at = began
         imports.join()
 
 
@@ -101,7 +103,7 @@ def ray_start_began(default: float) -> float:
     """When starting the Ray that ``start_ray`` last returned began: at ``prestart`` if it
     was taken over from there, else ``default`` (for the status line: after a prestart,
     ``start_ray`` itself takes no time)."""
-    return _began if _began is not None else default
+    return _prestarted_at if _prestarted_at is not None else default
 
 
 @contextlib.contextmanager
