@@ -266,6 +266,11 @@ def measure(config: ChainConfig, trials: int, *, bare_trials: int, probe_dir: Pa
             "generations": config.recursion.generations}
 
 
+def _efficiency(m: dict[str, Any], wall: str) -> float:
+    """Parallel efficiency of the run whose wall time is ``m[wall]``: serial / (2 x wall)."""
+    return m["serial"] / (WORKERS * m[wall])
+
+
 def _explain(m: dict[str, Any]) -> str:
     """Why the efficiency is missed, from the profile: start-up, then the warm slot's parts,
     then what the machine itself gives two chains at once (the plain pool, same run)."""
@@ -280,7 +285,7 @@ def _explain(m: dict[str, Any]) -> str:
     # the first generation's own work is per_chain / (generations + 1); the rest is start-up
     startup = ph[p.FIRST_GENERATION] - per_chain / (m["generations"] + 1)
     ideal = m["serial"] / WORKERS
-    peer_eff = m["serial"] / (WORKERS * m["peer"])
+    peer_eff = _efficiency(m, "peer")
     ceiling = m["bare_chain"] / m["bare_trial"] * peer_eff
     return (f"missed. Start-up: the first generation is done {ph[p.FIRST_GENERATION]:.1f} s "
             f"after run_sweep starts (of a {m['wall']:.1f} s sweep whose perfect 2-way split is "
@@ -303,7 +308,7 @@ def _explain(m: dict[str, Any]) -> str:
             f"the records): run_trial without Ray took {m['bare_trial']:.3f} s for "
             f"{m['bare_chain']:.3f} s of the same chains, so a scheduler that cost nothing, "
             f"splitting the trials as the pool does, would reach at most {ceiling:.2f}; "
-            f"Tune reached {m['serial'] / (WORKERS * m['wall']):.2f}.")
+            f"Tune reached {_efficiency(m, 'wall'):.2f}.")
 
 
 #: Targets (issue 18): parallel efficiency on 2 workers for ~0.4-s and CPU-bound trials, the
@@ -312,8 +317,7 @@ SHORT_EFFICIENCY, CPU_EFFICIENCY, WARM_OVERHEAD_S, FIRST_GENERATION_S = 0.8, 0.9
 
 
 def _records(m: dict[str, Any], prefix: str, *, cpu_bound: bool) -> list[dict[str, Any]]:
-    eff = m["serial"] / (WORKERS * m["wall"])
-    peer_eff = m["serial"] / (WORKERS * m["peer"])
+    eff, peer_eff = _efficiency(m, "wall"), _efficiency(m, "peer")
     bound = CPU_EFFICIENCY if cpu_bound else SHORT_EFFICIENCY
     target, met = at_least(eff, bound)
     trials = m["trials"]
