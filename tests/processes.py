@@ -1,5 +1,5 @@
-"""Test helpers for tests that start their own Ray nodes: free ports, and the nodes' processes
-found by a marker (their temp dir).
+"""Test helpers for tests that start processes: free ports, Ray nodes' processes found by a
+marker (their temp dir), and ``collapse-sweep chain`` run as a user types it.
 
 Tests that start Ray nodes with ``ray start`` stop exactly those (never ``ray stop``, which
 would also stop the session's shared Ray and anything else on the machine).
@@ -11,9 +11,15 @@ import contextlib
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
+from pathlib import Path
 
+import pandas as pd
 import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def free_ports(n: int) -> list[int]:
@@ -89,3 +95,15 @@ def running(pids: list[int]) -> list[str]:
             if proc.status() != psutil.STATUS_ZOMBIE:
                 names.append(proc.name())
     return names
+
+
+
+def cli_chain(args: list[str], out: Path) -> pd.DataFrame:
+    """``collapse-sweep chain ARGS --out OUT`` from the project root in a new process with
+    one BLAS/torch thread (two at once fill the 2 cores); its generations table."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore",
+           "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-m", "sweep", "chain", *args, "--out", str(out)],
+                          cwd=ROOT, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return pd.read_parquet(out / "generations.parquet")

@@ -19,9 +19,6 @@ recursion.regime=R --seed S` (``python -m sweep``), two at a time, one per core.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +26,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+
+from tests.processes import cli_chain
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 SEEDS = (0, 1, 2)
@@ -61,12 +60,8 @@ EXPECT = {
 
 
 def _chain(family: str, regime: str, seed: int, out: Path) -> pd.DataFrame:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    cmd = [sys.executable, "-m", "sweep", "chain", str(CONFIGS / f"{family}-digits.yaml"),
-           "--set", f"recursion.regime={regime}", "--seed", str(seed), "--out", str(out)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return pd.read_parquet(out / "generations.parquet")
+    return cli_chain([str(CONFIGS / f"{family}-digits.yaml"), "--set",
+                      f"recursion.regime={regime}", "--seed", str(seed)], out)
 
 
 @pytest.mark.slow

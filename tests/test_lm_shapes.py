@@ -12,11 +12,7 @@ literature reports (REFERENCES.md, "Language models").
 from __future__ import annotations
 
 import multiprocessing as mp
-import os
-import subprocess
-import sys
-from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
@@ -26,6 +22,7 @@ import torch
 from sweep import load_config, run_chain
 from sweep.engine.chain import Chain
 from sweep.files.checkpoint import save_checkpoint
+from tests.processes import cli_chain
 
 pytestmark = pytest.mark.slow
 
@@ -204,16 +201,9 @@ def test_gpt_chain_resumes_to_the_same_frame(tmp_path):
 def test_text_chain_from_the_cli_replace_degrades_more_than_accumulate(tmp_path):
     """The config's own comment line, typed twice at once (one thread each, as the pool
     above): replace loses more real-data likelihood than accumulate."""
-    root = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root)}
-    procs = {regime: subprocess.Popen(
-        [sys.executable, "-m", "sweep", "chain", "configs/text-chain.yaml", "--set",
-         f"recursion.regime={regime}", "--out", str(tmp_path / regime)],
-        cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        for regime in ("replace", "accumulate")}
-    outs = {}
-    for regime, proc in procs.items():
-        _out, err = proc.communicate(timeout=600)
-        assert proc.returncode == 0, err[-2000:]
-        outs[regime] = pd.read_parquet(tmp_path / regime / "generations.parquet")
+    regimes = ("replace", "accumulate")
+    with ThreadPoolExecutor(2) as threads:
+        outs = dict(zip(regimes, threads.map(lambda regime: cli_chain(
+            ["configs/text-chain.yaml", "--set", f"recursion.regime={regime}"],
+            tmp_path / regime), regimes), strict=True))
     assert gap(outs["replace"]) > gap(outs["accumulate"]) + 0.02
