@@ -37,3 +37,18 @@ def test_a_temp_left_by_a_killed_process_with_the_same_pid_is_stepped_over(tmp_p
     write_text(tmp_path / "a.yaml", "new")
     assert (tmp_path / "a.yaml").read_text() == "new"
     assert stale.read_text() == "stale"  # not taken over: it is not this write's file
+
+
+def test_write_bytes_is_all_or_nothing_too(tmp_path, monkeypatch):
+    """The checkpoint's writer: one open of the temp file, then the rename."""
+    target = atomic.write_bytes(tmp_path / "ckpt" / "chain.pt", b"old")  # folder made
+    assert target.read_bytes() == b"old"
+
+    def no_rename(src, dst):
+        raise OSError("rename failed")
+
+    monkeypatch.setattr(atomic.os, "replace", no_rename)
+    with pytest.raises(OSError, match="rename failed"):
+        atomic.write_bytes(target, b"new")
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in target.parent.iterdir()] == ["chain.pt"]

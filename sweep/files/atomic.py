@@ -32,16 +32,38 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 def _new_temp(path: Path) -> Path:
     """A new empty file ``.NAME.PID.N.tmp`` beside ``path`` (its folder made if missing),
     created with the umask's permissions (results are meant to be shared, as any file the
-    user writes). One open call: a chain writes a checkpoint every generation."""
+    user writes)."""
+    tmp, fd = _open_temp(path)
+    os.close(fd)
+    return tmp
+
+
+def _open_temp(path: Path) -> tuple[Path, int]:
+    """``_new_temp``'s file, left open for writing (its descriptor): one open call for
+    ``write_bytes``, which a chain calls for its checkpoint every generation."""
     while True:
         tmp = path.parent / f".{path.name}.{os.getpid()}.{next(_COUNTER)}.tmp"
         try:
-            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-            return tmp
+            return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         except FileExistsError:  # left by a killed process whose pid was reused
             continue
         except FileNotFoundError:
             path.parent.mkdir(parents=True, exist_ok=True)
+
+
+def write_bytes(path: str | Path, data: bytes) -> Path:
+    """``data`` as the whole of ``path``, atomically (temp file written, then renamed)."""
+    path = Path(path)
+    tmp, fd = _open_temp(path)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return path
 
 
 def write_text(path: str | Path, text: str) -> Path:

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from sweep.files.atomic import atomic_path
+from sweep.files.atomic import write_bytes
 
 CHECKPOINT_FILE = "chain.pt"
 _MAGIC = b"collapse-sweep checkpoint sha256="
@@ -57,10 +57,8 @@ def save_checkpoint(directory: str | Path, state: dict[str, Any]) -> Path:
     buffer = io.BytesIO()
     torch.save(_to_storable(state), buffer)
     payload = buffer.getvalue()
-    target = Path(directory) / CHECKPOINT_FILE
-    with atomic_path(target) as tmp:
-        tmp.write_bytes(_MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload)
-    return target
+    header = _MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n"
+    return write_bytes(Path(directory) / CHECKPOINT_FILE, header + payload)
 
 
 def load_checkpoint(directory: str | Path) -> dict[str, Any] | None:
