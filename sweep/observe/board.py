@@ -246,10 +246,15 @@ class ChainLogger:
         if self._family_stats is None:
             model: Model | None = details.get("model")
             self._family_stats = frozenset(model.summary()) if model is not None else frozenset()
-        parts = [tb.scalar(tag_for(key, self._family_stats), x) for key, value in row.items()
-                 if key != "generation" and (x := _number(value)) is not None]
+        # the scalars as TensorBoard's plain scalar values (what tb.scalar builds, without
+        # its Summary per value and array round trip: 0.07 ms of a generation's ~1.4 ms; the
+        # same protos)
+        values = [Summary.Value(tag=tag_for(key, self._family_stats), simple_value=x)
+                  for key, value in row.items()
+                  if key != "generation" and (x := _number(value)) is not None]
         if (gap := self._gap(row, g)) is not None:
-            parts.append(tb.scalar(GAP_TAG, gap))
+            values.append(Summary.Value(tag=GAP_TAG, simple_value=gap))
+        parts = []
         lp = details.get("test_log_prob")
         if lp is not None:
             lp = np.asarray(lp, dtype=np.float64).ravel()
@@ -264,9 +269,9 @@ class ChainLogger:
         elif samples is not None and len(samples):
             byte_level = source_of(self.config).byte_level
             parts.append(tb.text(SAMPLES_TAG, decode_samples(samples, byte_level=byte_level)))
-        if parts:
-            event = Summary(value=[v for part in parts for v in part.value])
-            self.writer._get_file_writer().add_summary(event, g)
+        values += [v for part in parts for v in part.value]
+        if values:
+            self.writer._get_file_writer().add_summary(Summary(value=values), g)
         self.writer.flush()  # a running sweep shows up in TensorBoard generation by generation
 
     def _gap(self, row: Mapping[str, Any], g: int) -> float | None:
