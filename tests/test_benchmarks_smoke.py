@@ -49,6 +49,8 @@ def test_sweep_overhead_quick_records() -> None:
     _check(records)
     failed = next(r for r in records if r["name"] == "failed trials")
     assert failed["value"] == 0
+    first = next(r for r in records if r["name"].startswith("`collapse-sweep run`"))
+    assert "Ray started ... in" in first["note"]  # the run's own status line was read
 
 
 def test_check_records_rejects_malformed() -> None:
