@@ -19,9 +19,27 @@ _COUNTER = itertools.count()
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; it replaces ``path`` only if the block succeeds."""
     path = Path(path)
-    tmp = _new_temp(path)
-    try:
+    tmp, fd = _open_temp(path)
+    os.close(fd)
+    with _replaces(tmp, path):
         yield tmp
+
+
+def write_bytes(path: str | Path, data: bytes) -> Path:
+    """``data`` as the whole of ``path``, atomically: written through the temp file's own
+    descriptor (one open call; a chain writes its checkpoint every generation), then renamed."""
+    path = Path(path)
+    tmp, fd = _open_temp(path)
+    with _replaces(tmp, path), os.fdopen(fd, "wb") as f:
+        f.write(data)
+    return path
+
+
+@contextlib.contextmanager
+def _replaces(tmp: Path, path: Path) -> Iterator[None]:
+    """``tmp`` replaces ``path`` when the block succeeds; otherwise ``tmp`` is removed."""
+    try:
+        yield
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -29,18 +47,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         raise
 
 
-def _new_temp(path: Path) -> Path:
+def _open_temp(path: Path) -> tuple[Path, int]:
     """A new empty file ``.NAME.PID.N.tmp`` beside ``path`` (its folder made if missing),
     created with the umask's permissions (results are meant to be shared, as any file the
-    user writes)."""
-    tmp, fd = _open_temp(path)
-    os.close(fd)
-    return tmp
-
-
-def _open_temp(path: Path) -> tuple[Path, int]:
-    """``_new_temp``'s file, left open for writing (its descriptor): one open call for
-    ``write_bytes``, which a chain calls for its checkpoint every generation."""
+    user writes), and its descriptor, open for writing."""
     while True:
         tmp = path.parent / f".{path.name}.{os.getpid()}.{next(_COUNTER)}.tmp"
         try:
@@ -49,21 +59,6 @@ def _open_temp(path: Path) -> tuple[Path, int]:
             continue
         except FileNotFoundError:
             path.parent.mkdir(parents=True, exist_ok=True)
-
-
-def write_bytes(path: str | Path, data: bytes) -> Path:
-    """``data`` as the whole of ``path``, atomically (temp file written, then renamed)."""
-    path = Path(path)
-    tmp, fd = _open_temp(path)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 def write_text(path: str | Path, text: str) -> Path:
