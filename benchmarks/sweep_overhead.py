@@ -304,6 +304,12 @@ def _efficiency(m: dict[str, Any], wall: str) -> float:
     return m["serial"] / (WORKERS * m[wall])
 
 
+def _per_trial_overhead(m: dict[str, Any], wall: str) -> float:
+    """Seconds per trial the run whose wall time is ``m[wall]`` took beyond a perfect 2-way
+    split of the serial loop: (wall - serial / 2) / trials."""
+    return (m[wall] - m["serial"] / WORKERS) / m["trials"]
+
+
 def _explain(m: dict[str, Any]) -> str:
     """Why the efficiency is missed, from the profile: start-up, then the warm slot's parts,
     then what the machine itself gives two chains at once (the plain pool, same run)."""
@@ -347,7 +353,7 @@ def _explain(m: dict[str, Any]) -> str:
 def _overhead_parts(m: dict[str, Any], overhead: float) -> str:
     """The warm per-trial overhead split into what the profile can tell apart."""
     own = m["bare_trial"] - m["bare_chain"]
-    side_by_side = (m["peer"] - m["serial"] / WORKERS) / m["trials"]
+    side_by_side = _per_trial_overhead(m, "peer")
     rest = overhead - own - side_by_side
     return (f"missed: {own:.3f} s of it is the trial's own work, timed without Ray (run_trial "
             "minus run_chain on the same seeds: a checkpoint and a TensorBoard event every "
@@ -378,7 +384,7 @@ def _records(m: dict[str, Any], prefix: str, *, cpu_bound: bool) -> list[dict[st
                note=f"serial loops {m['serial_a']:.2f} s before and {m['serial_b']:.2f} s after "
                     "the sweeps"),
         record(f"{prefix}tune sweep wall", m["wall"], "s"),
-        record(f"{prefix}tune per-trial overhead", (m["wall"] - m["serial"] / WORKERS) / trials, "s"),
+        record(f"{prefix}tune per-trial overhead", _per_trial_overhead(m, "wall"), "s"),
         record(f"{prefix}tune in-trial time per trial", m["in_trial"], "s"),
         record(f"{prefix}tune parallel efficiency (2 workers)", eff, "ratio", target=target, met=met,
                note=None if met else _explain(m)),
@@ -391,7 +397,7 @@ def _records(m: dict[str, Any], prefix: str, *, cpu_bound: bool) -> list[dict[st
         record(f"{prefix}run_trial without Ray, per trial", m["bare_trial"], "s",
                note=f"bare run_chain on the same seeds: {m['bare_chain']:.3f} s"),
         record(f"{prefix}optuna+pool sweep wall", m["peer"], "s"),
-        record(f"{prefix}optuna+pool per-trial overhead", (m["peer"] - m["serial"] / WORKERS) / trials, "s"),
+        record(f"{prefix}optuna+pool per-trial overhead", _per_trial_overhead(m, "peer"), "s"),
         record(f"{prefix}optuna+pool parallel efficiency (2 workers)", peer_eff, "ratio"),
         record(f"{prefix}tune wall / optuna+pool wall", m["wall"] / m["peer"], "ratio"),
         record(f"{prefix}failed trials", m["failed"], "trials", target="0", met=m["failed"] == 0),

@@ -97,7 +97,6 @@ def running(pids: list[int]) -> list[str]:
     return names
 
 
-
 def cli_chain(args: list[str], out: Path) -> pd.DataFrame:
     """``collapse-sweep chain ARGS --out OUT`` from the project root in a new process with
     one BLAS/torch thread (two at once fill the 2 cores); its generations table."""
