@@ -306,21 +306,25 @@ def test_ray_started_early_by_run_is_handed_to_the_sweep_once(monkeypatch):
                         lambda names: imported.append(names) or SimpleNamespace(join=lambda: None))
     monkeypatch.setattr(rayinit, "_handed_over", False)
 
-    monkeypatch.setattr(rayinit, "_prestarted_at", None)
+    monkeypatch.setattr(rayinit, "_prestart_seconds", None)
 
     assert rayinit.start_ray(None) is True  # a plain start: this call started it
-    assert rayinit.ray_start_began(123.0) == 123.0  # the status line's own clock
+    started = time.time() - 7.0
+    assert 7.0 <= rayinit.ray_start_seconds(started) < 8.0  # the status line's own clock
     assert rayinit.start_ray(None) is False  # running already, not handed over
     fake.initialized = False
     before = time.time()
     rayinit.prestart(None)
+    took = time.time() - before
     assert len(inits) == 2 and inits[1]["address"] == "local"
     assert imported == [(rayinit.DRIVER_MODULE, *rayinit.WARM_IMPORTS)]
+    time.sleep(0.2)  # the sweep's health check runs here, between prestart and the take-over
     assert rayinit.start_ray(None) is True  # the sweep takes over the early start ...
-    # ... and says how long Ray took from the prestart, not "in 0.0 s" from the take-over
-    assert before <= rayinit.ray_start_began(time.time() + 60) <= time.time()
+    # ... and says how long prestart took, not "in 0.0 s" from the take-over, nor the time
+    # since prestart began (which holds the health check)
+    assert 0.0 <= rayinit.ray_start_seconds(time.time() - 60) <= took
     assert rayinit.start_ray(None) is False  # ... once
-    assert rayinit.ray_start_began(123.0) == 123.0  # a later sweep in this process
+    assert 7.0 <= rayinit.ray_start_seconds(started) < 8.5  # a later sweep in this process
     assert len(inits) == 2
 
 

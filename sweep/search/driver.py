@@ -54,7 +54,7 @@ from sweep.search.rayinit import (
     WARM_IMPORTS,
     import_in_background,
     interrupt_held,
-    ray_start_began,
+    ray_start_seconds,
     start_ray,
 )
 from sweep.search.searcher import build_searcher
@@ -208,7 +208,7 @@ def _fit_routed(settings: SweepSettings, *, address: str | None, resume: bool) -
             route_logs(run_dir)  # ray.init re-installs Ray's own handler
             cpus = int(ray.cluster_resources().get("CPU", 0))
             phase(settings.config.name, f"Ray {'started' if started_ray else 'connected'} "
-                  f"({cpus} CPUs) in {time.time() - ray_start_began(started):.1f} s; Tune starts the trials "
+                  f"({cpus} CPUs) in {ray_start_seconds(started):.1f} s; Tune starts the trials "
                   f"(generation 0 is fit once and shared); Ray and Optuna logs: "
                   f"{run_dir / LOG_FILE}", enabled=say)
             tuner = _new_tuner(settings, trainable, resume=resume, adopt=adopt,

@@ -42,9 +42,10 @@ SHARED_WITH_TUNE = ("ray._common.usage.usage_lib", "ray.dashboard", "gzip", "get
                     "pkgutil", "socketserver")
 
 _handed_over = False  # Ray was started by prestart() and not yet taken by start_ray()
-#: time.time() when prestart() began starting the Ray that start_ray() hands (or last
-#: handed) over; None when start_ray() last started or found a Ray of its own
-_prestarted_at: float | None = None
+#: Seconds prestart() took to start the Ray that start_ray() hands (or last handed) over
+#: (the driver's imports beside it included); None when start_ray() last started or found
+#: a Ray of its own
+_prestart_seconds: float | None = None
 
 
 def start_ray(address: str | None, *, runtime_env: dict[str, Any] | None = None) -> bool:
@@ -52,15 +53,15 @@ def start_ray(address: str | None, *, runtime_env: dict[str, Any] | None = None)
     caller (this call, or ``prestart`` before it).
 
     ``runtime_env``: for a local Ray, the job's runtime environment (the benchmark's probe)."""
-    global _handed_over, _prestarted_at
+    global _handed_over, _prestart_seconds
     for key, value in DRIVER_ENV.items():
         os.environ.setdefault(key, value)
     if ray.is_initialized():
         started, _handed_over = _handed_over, False
         if not started:
-            _prestarted_at = None
+            _prestart_seconds = None
         return started
-    _prestarted_at = None
+    _prestart_seconds = None
     if address:
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
     else:
@@ -88,22 +89,22 @@ def prestart(address: str | None) -> None:
     Ctrl-C meanwhile is held until both are done, then raised (KeyboardInterrupt): raised
     while two threads import, it can leave a module lock held, and the command hung instead
     of exiting (seen in tests/test_faults.py's Ctrl-C drill)."""
-    global _handed_over, _prestarted_at
+    global _handed_over, _prestart_seconds
     began = time.time()
     with interrupt_held():
         for name in SHARED_WITH_TUNE:
             importlib.import_module(name)
         imports = import_in_background((DRIVER_MODULE, *WARM_IMPORTS))
         _handed_over = start_ray(address)
-        _prestarted_at = began
         imports.join()
+        _prestart_seconds = time.time() - began
 
 
-def ray_start_began(default: float) -> float:
-    """When starting the Ray that ``start_ray`` last returned began: at ``prestart`` if it
-    was taken over from there, else ``default`` (for the status line: after a prestart,
-    ``start_ray`` itself takes no time)."""
-    return _prestarted_at if _prestarted_at is not None else default
+def ray_start_seconds(started: float) -> float:
+    """How long starting the Ray that ``start_ray`` last returned took, for the status line:
+    ``prestart``'s own time if it was taken over from there (not the time since: the sweep's
+    health check runs between the two), else the time since ``started``."""
+    return _prestart_seconds if _prestart_seconds is not None else time.time() - started
 
 
 @contextlib.contextmanager
