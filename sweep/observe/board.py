@@ -27,6 +27,7 @@ from models.base import Model
 from models.tokens import EOS
 from sweep.engine.chain import OK_STATUSES
 from sweep.engine.metrics import DIRECTION
+from sweep.observe.events import EventFile
 from sweep.observe.palette import (
     FALLBACK_COLOR,
     MARKER_AREA_ONE,
@@ -181,7 +182,8 @@ def _writer(log_dir: Path) -> SummaryWriter:
 
 # --------------------------------------------------------------------------- one chain
 class ChainLogger:
-    """TensorBoard events of one chain, written live (flushed every generation).
+    """TensorBoard events of one chain, written live (flushed every generation), in this
+    thread (``sweep.observe.events.EventFile``: no writer thread beside the chain).
 
     Hyperparameters (``params``, the searched config paths, plus the key config values) are
     written once, at construction, as an HParams session and as a ``config/hparams`` text
@@ -201,7 +203,7 @@ class ChainLogger:
         self._family_stats: frozenset[str] | None = None
         self._last_generation = 0
         self._closed = False
-        self.writer = _writer(self.log_dir)
+        self.events = EventFile(self.log_dir)
         self.hparams = self._hparam_dict()
         if not resumed:
             self._write_hparams()
@@ -216,19 +218,19 @@ class ChainLogger:
         return out
 
     def _write_hparams(self) -> None:
-        from torch.utils.tensorboard.summary import hparams
+        from torch.utils.tensorboard import summary as tb
 
         metrics = dict.fromkeys(FINAL_METRICS.values(), 0.0)
-        exp, ssi, _ = hparams(self.hparams, metrics)
-        fw = self.writer._get_file_writer()
-        fw.add_summary(exp)
-        fw.add_summary(ssi)
+        exp, ssi, _ = tb.hparams(self.hparams, metrics)
+        self.events.add_summary(exp, 0)
+        self.events.add_summary(ssi, 0)
         # CleanRL habit: the whole configuration once, as a table (searched values marked).
         flat = flatten(self.config.model_dump(mode="json", exclude={"search", "resources"}))
         flat.update(self.params)
         rows = [[f"**{k}**" if k in self.params else k, v] for k, v in sorted(flat.items())]
-        self.writer.add_text("config/hparams", _markdown_table(["param", "value"], rows), 0)
-        self.writer.flush()
+        self.events.add_summary(tb.text("config/hparams",
+                                        _markdown_table(["param", "value"], rows)), 0)
+        self.events.flush()
 
     # ------------------------------------------------------------------ generations
     def log_generation(self, row: Mapping[str, Any], details: Mapping[str, Any]) -> None:
@@ -271,8 +273,8 @@ class ChainLogger:
             parts.append(tb.text(SAMPLES_TAG, decode_samples(samples, byte_level=byte_level)))
         values += [v for part in parts for v in part.value]
         if values:
-            self.writer._get_file_writer().add_summary(Summary(value=values), g)
-        self.writer.flush()  # a running sweep shows up in TensorBoard generation by generation
+            self.events.add_summary(Summary(value=values), g)
+        self.events.flush()  # a running sweep shows up in TensorBoard generation by generation
 
     def _gap(self, row: Mapping[str, Any], g: int) -> float | None:
         """The relative gap of the collapse metric to generation 0 (None: not defined)."""
@@ -307,12 +309,15 @@ class ChainLogger:
             return
         self._closed = True
         if summary is not None:
-            for key, tag in FINAL_METRICS.items():
-                x = _number(summary.get(key))
-                if x is not None and math.isfinite(x):  # inf would flatten the dashboard's axes
-                    self.writer.add_scalar(tag, x, self._last_generation)
+            from tensorboard.compat.proto.summary_pb2 import Summary
+
+            finals = [Summary.Value(tag=tag, simple_value=x) for key, tag in FINAL_METRICS.items()
+                      # inf would flatten the dashboard's axes
+                      if (x := _number(summary.get(key))) is not None and math.isfinite(x)]
+            if finals:
+                self.events.add_summary(Summary(value=finals), self._last_generation)
             self._end_session(str(summary.get("status", "finished")))
-        self.writer.close()
+        self.events.close()
 
     def _end_session(self, status: str) -> None:
         from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
@@ -325,7 +330,7 @@ class ChainLogger:
         content.session_end_info.status = api_pb2.Status.Value(
             "STATUS_SUCCESS" if ok else "STATUS_FAILURE")
         value.metadata.plugin_data.content = content.SerializeToString()
-        self.writer._get_file_writer().add_summary(sei)
+        self.events.add_summary(sei, 0)
 
     def __enter__(self) -> ChainLogger:
         return self

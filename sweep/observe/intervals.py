@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from sweep.engine.metrics import relative_gaps
+from sweep.observe.events import EventFile
 
 GAP_BAND = ("interval/gap_mean", "interval/gap_lower", "interval/gap_upper")
 
@@ -43,9 +44,15 @@ def gap_band(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 def log_trial_summary(log_dir: str | Path, record: Mapping[str, Any],
                       frame: pd.DataFrame | None = None, *, metric: str = "real_nll") -> None:
-    from torch.utils.tensorboard import SummaryWriter
+    from tensorboard.compat.proto.summary_pb2 import Summary
+    from torch.utils.tensorboard import summary as tb
 
-    writer = SummaryWriter(str(log_dir))
+    def scalars(pairs: Any) -> Summary:
+        return Summary(value=[Summary.Value(tag=tag, simple_value=float(value))
+                              for tag, value in pairs
+                              if isinstance(value, (int, float)) and math.isfinite(value)])
+
+    events = EventFile(log_dir)  # one file, written in this thread (sweep.observe.events)
     try:
         step = int(record.get("generations_run", 0) or 0)
         if (frame is not None and len(frame) and metric in frame
@@ -53,17 +60,14 @@ def log_trial_summary(log_dir: str | Path, record: Mapping[str, Any],
             band = gap_band(frame, metric)
             for row in band.itertuples():
                 se = row.se if math.isfinite(row.se) else 0.0
-                for tag, value in zip(GAP_BAND, (row.mean, row.mean - se, row.mean + se),
-                                      strict=True):
-                    if math.isfinite(value):
-                        writer.add_scalar(tag, value, int(row.generation))
-            writer.add_custom_scalars({"interval": {
-                "quality gap (mean +/- SE over seeds)": ["Margin", list(GAP_BAND)]}})
+                values = (row.mean, row.mean - se, row.mean + se)
+                events.add_summary(scalars(zip(GAP_BAND, values, strict=True)),
+                                   int(row.generation))
+            events.add_summary(tb.custom_scalars({"interval": {
+                "quality gap (mean +/- SE over seeds)": ["Margin", list(GAP_BAND)]}}), 0)
         values = {f"trial/{k}_mean": record.get(k) for k in ("quality_gap", "total_flops")}
         values.update({f"trial/{k}": record.get(k) for k in (
             "quality_gap_se", "total_flops_se", "quality_gap_ucb", "collapse_rate", "n_seeds")})
-        for tag, value in values.items():
-            if isinstance(value, (int, float)) and math.isfinite(value):
-                writer.add_scalar(tag, float(value), step)
+        events.add_summary(scalars(values.items()), step)
     finally:
-        writer.close()
+        events.close()
