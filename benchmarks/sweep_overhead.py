@@ -425,15 +425,15 @@ def run(quick: bool) -> list[dict[str, Any]]:
     target, met = at_most(first["first"], FIRST_GENERATION_S)
     records = [record("`collapse-sweep run` to the first trial's first generation", first["first"],
                       "s", target=target, met=met, note=_first_generation_note(first))]
-    # The driver's one-time imports (Tune, Optuna's storage layer, TensorBoard's writer via
-    # torch, matplotlib for the Pareto board) are paid before timing, as the peer imports
-    # Optuna and warms its pool first; starting Tune's trainable actors stays in the timing.
+    # The driver's one-time imports (Tune, Optuna's storage layer, the sweep board and
+    # matplotlib for its Pareto image) are paid before timing, as the peer imports Optuna
+    # and warms its pool first; starting Tune's trainable actors stays in the timing.
     import matplotlib.figure  # noqa: F401
     import optuna.storages.journal  # noqa: F401
     import ray
     import ray.tune  # noqa: F401
-    import torch.utils.tensorboard  # noqa: F401
 
+    import sweep.observe.board  # noqa: F401
     from benchmarks.sweep_probe import PROBE_ENV
     from sweep.search.driver import init_ray
 

@@ -11,7 +11,7 @@ from tensorboard.compat.proto.summary_pb2 import Summary
 from tensorboard.summary.writer.record_writer import RecordWriter
 from torch.utils.tensorboard import summary as tb
 
-from sweep.observe.events import EventFile, tfrecord
+from sweep.observe.events import EventFile, image_summary, text_summary, tfrecord
 
 
 def test_records_are_byte_for_byte_tensorboards_own():
@@ -52,3 +52,57 @@ def test_two_files_opened_at_once_in_one_directory_are_distinct(tmp_path):
     a.close()
     b.close()
     assert len(list(tmp_path.glob("events.out.tfevents.*"))) == 2
+
+
+def test_text_and_image_summaries_are_torchs_own():
+    # built without torch (the driver's board), read where torch's summaries were read
+    assert text_summary("config/hparams", "| a | b |\n|-|-|") == tb.text("config/hparams",
+                                                                          "| a | b |\n|-|-|")
+    rng = np.random.default_rng(1)
+    rgb = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    assert image_summary("sweep/pareto", rgb) == tb.image("sweep/pareto", rgb,
+                                                          dataformats="HWC")
+    # grey stays one channel (torch repeats it into three): the same pixels, a third the size
+    grey = rng.integers(0, 256, (12, 9), dtype=np.uint8)
+    ours = image_summary("samples/images", grey).value[0].image
+    theirs = tb.image("samples/images", grey, dataformats="HW").value[0].image
+    assert (ours.height, ours.width, ours.colorspace) == (12, 9, 1)
+    assert (_pixels(ours) == grey).all()
+    assert (_pixels(theirs) == grey[..., None]).all()
+
+
+def _pixels(image) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(image.encoded_image_string)))
+
+
+DRIVER_BOARD = """
+import importlib, sys
+import pandas as pd
+from sweep.search.rayinit import DRIVER_MODULE, WARM_IMPORTS
+for name in (DRIVER_MODULE, *WARM_IMPORTS):
+    importlib.import_module(name)
+from sweep.observe.board import SweepBoard
+with SweepBoard(sys.argv[1], tolerance=0.1) as board:
+    board.update(pd.DataFrame({"total_flops": [1e6, 2e6], "quality_gap": [0.2, 0.01],
+                               "status": ["finished"] * 2, "feasible": [False, True],
+                               "param.recursion.regime": ["replace", "accumulate"]}))
+print("torch" in sys.modules)
+"""
+
+
+def test_the_drivers_imports_and_board_need_no_torch(tmp_path):
+    # torch costs the driver ~1.3 s of CPU while Ray and the first trial processes start
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", DRIVER_BOARD, str(tmp_path)], cwd=root,
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+    acc = EventAccumulator(str(tmp_path / "tb"))
+    acc.Reload()
+    assert acc.Tags()["images"] == ["sweep/pareto"]
+    assert "sweep/results/text_summary" in acc.Tags()["tensors"]

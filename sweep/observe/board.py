@@ -27,7 +27,7 @@ from models.base import Model
 from models.tokens import EOS
 from sweep.engine.chain import OK_STATUSES
 from sweep.engine.metrics import DIRECTION
-from sweep.observe.events import EventFile
+from sweep.observe.events import EventFile, image_summary, text_summary
 from sweep.observe.palette import (
     FALLBACK_COLOR,
     MARKER_AREA_ONE,
@@ -39,7 +39,6 @@ from sweep.problems import family_of, size_columns, source_of
 
 if TYPE_CHECKING:
     import pandas as pd
-    from torch.utils.tensorboard import SummaryWriter
 
     from sweep.config import ChainConfig
 
@@ -174,12 +173,6 @@ def _markdown_table(header: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(out)
 
 
-def _writer(log_dir: Path) -> SummaryWriter:
-    from torch.utils.tensorboard import SummaryWriter
-
-    return SummaryWriter(log_dir=str(log_dir))
-
-
 # --------------------------------------------------------------------------- one chain
 class ChainLogger:
     """TensorBoard events of one chain, written live (flushed every generation), in this
@@ -228,8 +221,8 @@ class ChainLogger:
         flat = flatten(self.config.model_dump(mode="json", exclude={"search", "resources"}))
         flat.update(self.params)
         rows = [[f"**{k}**" if k in self.params else k, v] for k, v in sorted(flat.items())]
-        self.events.add_summary(tb.text("config/hparams",
-                                        _markdown_table(["param", "value"], rows)), 0)
+        self.events.add_summary(text_summary("config/hparams",
+                                             _markdown_table(["param", "value"], rows)), 0)
         self.events.flush()
 
     # ------------------------------------------------------------------ generations
@@ -266,11 +259,11 @@ class ChainLogger:
                 parts.append(tb.histogram(HIST_TAG, lp, bins=HIST_BINS))
         samples = details.get("samples")
         if samples is not None and len(samples) and np.ndim(samples) == 3:  # grey images
-            parts.append(tb.image(IMAGES_TAG, image_grid(np.asarray(samples)[:IMAGES_SHOWN]),
-                                  dataformats="HW"))
+            grid = image_grid(np.asarray(samples)[:IMAGES_SHOWN])
+            parts.append(image_summary(IMAGES_TAG, (grid * 255).clip(0, 255).astype(np.uint8)))
         elif samples is not None and len(samples):
             byte_level = source_of(self.config).byte_level
-            parts.append(tb.text(SAMPLES_TAG, decode_samples(samples, byte_level=byte_level)))
+            parts.append(text_summary(SAMPLES_TAG, decode_samples(samples, byte_level=byte_level)))
         values += [v for part in parts for v in part.value]
         if values:
             self.events.add_summary(Summary(value=values), g)
@@ -346,7 +339,7 @@ class SweepBoard:
     def __init__(self, run_dir: str | Path, *, tolerance: float | None = None) -> None:
         self.run_dir = Path(run_dir)
         self.tolerance = tolerance if tolerance is not None else self._read_tolerance()
-        self.writer = _writer(self.run_dir / "tb")
+        self.events = EventFile(self.run_dir / "tb")  # no torch in the driver (observe.events)
 
     def _read_tolerance(self) -> float | None:
         path = self.run_dir / "sweep.yaml"
@@ -369,13 +362,13 @@ class SweepBoard:
         """Redraw from ``results`` (results.parquet's frame); step = finished trials."""
         status = results["status"] if "status" in results else None
         step = int((status != "running").sum()) if status is not None else len(results)
-        self.writer.add_image("sweep/pareto", pareto_image(results, tolerance=self.tolerance),
-                              step, dataformats="HWC")
-        self.writer.add_text("sweep/results", results_markdown(results), step)
-        self.writer.flush()
+        self.events.add_summary(
+            image_summary("sweep/pareto", pareto_image(results, tolerance=self.tolerance)), step)
+        self.events.add_summary(text_summary("sweep/results", results_markdown(results)), step)
+        self.events.flush()
 
     def close(self) -> None:
-        self.writer.close()
+        self.events.close()
 
     def __enter__(self) -> SweepBoard:
         return self

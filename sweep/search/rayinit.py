@@ -28,11 +28,13 @@ import ray
 DRIVER_ENV = {"TUNE_GLOBAL_CHECKPOINT_S": "60", "RAY_AIR_NEW_OUTPUT": "0",
               "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
               "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0"}
-#: What the driver imports once trials run (the sweep board's TensorBoard writer pulls in
-#: torch: ~2 s on 2 cores; matplotlib for the board, pyarrow for results.parquet). Imported
-#: in a thread while ray.init waits for Ray's processes, instead of between Tune's start and
-#: the first trial (measured: `run` to the first generation, benchmarks/RESULTS.md).
-WARM_IMPORTS = ("torch.utils.tensorboard", "matplotlib.figure", "pyarrow.parquet")
+#: What the driver imports once trials run (the sweep board: its module, matplotlib and PIL
+#: for the Pareto image; pyarrow for results.parquet). Imported in a thread while ray.init
+#: waits for Ray's processes, instead of between Tune's start and the first trial (measured:
+#: `run` to the first generation, benchmarks/RESULTS.md). Not torch: the board writes its
+#: events without it (sweep.observe.events); only the health check's chains import it.
+WARM_IMPORTS = ("sweep.observe.board", "matplotlib.figure", "matplotlib.backends.backend_agg",
+                "PIL.PngImagePlugin", "pyarrow.parquet")
 #: The driver module itself (Tune, Optuna, pandas), imported beside ray.init by ``prestart``.
 DRIVER_MODULE = "sweep.search.driver"
 #: Modules that both ray.init and the import of Tune load: imported before the thread starts,
