@@ -46,7 +46,10 @@ numpy's BLAS is held to one thread everywhere (Ray's workers get OMP_NUM_THREADS
 loop and the pool `threadpoolctl`).
 
 Three ways, in one process, one after another: **serial** = `run_chain` for the seeds in a
-plain loop (before and after the sweeps, mean of the two); **Tune** =
+plain loop, timed in chunks (32 short chains, 4 GPT chains) before the pool, between the pool
+and Tune, and after Tune; each sweep is measured against the mean per-chain time of the two
+chunks around it (this host's speed drifts: the same 256 chains once took 84 s and, 17
+minutes later, 62 s); **Tune** =
 `sweep.search.driver.run_sweep` (OptunaSearch on the run's journal study, `concurrency: 2`,
 `reuse_actors=True`, ledger, checkpoints, TensorBoard as in every sweep) on a Ray already
 started (its `ray.init` is reported separately); **Optuna + pool** = plain Optuna ask/tell
@@ -281,33 +284,52 @@ def _first_generation_note(t: dict[str, float]) -> str:
             "start, the trial process's imports (Tune, torch, the project) and generation 0")
 
 
-def measure(config: ChainConfig, trials: int, *, bare_trials: int, probe_dir: Path
-            ) -> dict[str, Any]:
-    """Serial loop (before and after), Optuna + pool, Tune sweep, run_trial without Ray."""
+def measure(config: ChainConfig, trials: int, *, chunk: int, bare_trials: int,
+            probe_dir: Path) -> dict[str, Any]:
+    """Optuna + pool and the Tune sweep, each between two timed serial chunks of ``chunk``
+    chains, and run_trial without Ray beside run_chain.
+
+    This host's speed drifts: the same 256 serial chains took 84.3 s before the sweeps and
+    62.1 s after them, 17 minutes apart (2026-12-02 05:18 run), so one serial time for the
+    whole run (the mean of a loop before and one after, as before) put either sweep up to a
+    third off. A sweep's serial time is now its trials times the mean per-chain time of the
+    chunks just before and just after it: serial chunk, pool, serial chunk, Tune, serial chunk.
+    """
     seeds = list(range(trials))
-    serial_a = serial_loop(config, seeds)
+
+    def serial_chunk(i: int) -> float:  # seconds per chain, chunk i's own seeds
+        chunk_seeds = [seeds[(i * chunk + j) % trials] for j in range(chunk)]
+        return serial_loop(config, chunk_seeds) / chunk
+
+    before_peer = serial_chunk(0)
     peer = optuna_pool(config, trials)
+    between = serial_chunk(1)
     with tempfile.TemporaryDirectory(prefix="bench-overhead-") as tmp:
         wall, results, phases = tune_sweep(config, Path(tmp), probe_dir)
-    serial_b = serial_loop(config, seeds)
+    after_tune = serial_chunk(2)
     bare_trial, bare_chain = trial_vs_chain(config, seeds[:bare_trials])
     ok = results["status"].isin(["finished", "stopped_collapsed"])
-    return {"trials": trials, "serial_a": serial_a, "serial_b": serial_b,
-            "serial": (serial_a + serial_b) / 2, "peer": peer, "wall": wall,
+    return {"trials": trials, "chunk": chunk, "chunks": [before_peer, between, after_tune],
+            "serial": (between + after_tune) / 2 * trials,
+            "serial_peer": (before_peer + between) / 2 * trials, "peer": peer, "wall": wall,
             "in_trial": float(results.loc[ok, "seconds"].mean()), "failed": int((~ok).sum()),
             "bare_trial": bare_trial, "bare_chain": bare_chain, "phases": phases,
             "generations": config.recursion.generations}
 
 
+#: The serial time each sweep is measured against (the chunks around it): Tune's, the pool's.
+SERIAL_OF = {"wall": "serial", "peer": "serial_peer"}
+
+
 def _efficiency(m: dict[str, Any], wall: str) -> float:
     """Parallel efficiency of the run whose wall time is ``m[wall]``: serial / (2 x wall)."""
-    return m["serial"] / (WORKERS * m[wall])
+    return m[SERIAL_OF[wall]] / (WORKERS * m[wall])
 
 
 def _per_trial_overhead(m: dict[str, Any], wall: str) -> float:
     """Seconds per trial the run whose wall time is ``m[wall]`` took beyond a perfect 2-way
     split of the serial loop: (wall - serial / 2) / trials."""
-    return (m[wall] - m["serial"] / WORKERS) / m["trials"]
+    return (m[wall] - m[SERIAL_OF[wall]] / WORKERS) / m["trials"]
 
 
 def _explain(m: dict[str, Any]) -> str:
@@ -362,6 +384,11 @@ def _overhead_parts(m: dict[str, Any], overhead: float) -> str:
             f"{rest:.3f} s the rest: Tune, Ray and the driver sharing the 2 cores")
 
 
+def _chunks(m: dict[str, Any]) -> str:
+    names = ("before the pool", "between the pool and Tune", "after Tune")
+    return ", ".join(f"{t:.3f} s {n}" for t, n in zip(m["chunks"], names, strict=True))
+
+
 #: Targets (issue 18): parallel efficiency on 2 workers for ~0.4-s and CPU-bound trials, the
 #: warm per-trial overhead, and seconds from `collapse-sweep run` to the first generation.
 SHORT_EFFICIENCY, CPU_EFFICIENCY, WARM_OVERHEAD_S, FIRST_GENERATION_S = 0.8, 0.9, 0.05, 10.0
@@ -381,8 +408,8 @@ def _records(m: dict[str, Any], prefix: str, *, cpu_bound: bool) -> list[dict[st
     return [
         record(f"{prefix}trials", trials, "trials"),
         record(f"{prefix}serial chain time per trial", per_chain, "s",
-               note=f"serial loops {m['serial_a']:.2f} s before and {m['serial_b']:.2f} s after "
-                    "the sweeps"),
+               note=f"per chain, in chunks of {m['chunk']}: {_chunks(m)}; Tune's figures use "
+                    "the mean of the two chunks around it, the pool's the two around the pool"),
         record(f"{prefix}tune sweep wall", m["wall"], "s"),
         record(f"{prefix}tune per-trial overhead", _per_trial_overhead(m, "wall"), "s"),
         record(f"{prefix}tune in-trial time per trial", m["in_trial"], "s"),
@@ -410,14 +437,16 @@ def run(quick: bool) -> list[dict[str, Any]]:
     # Short: 256 trials of ~0.4 s (overhead-bound). CPU-bound: 32 small-GPT trials of ~3.5 s
     # (10 generations of ~0.35 s), where the per-trial cost amortises. Values: (config,
     # trials, trials also timed by run_trial without Ray).
-    short, long = ((4, 3), (2, 1)) if quick else ((256, 10), (32, 10))
+    # Serial chunks (``measure``): 32 short chains (~10 s), 4 GPT chains (~26 s).
+    short, long = ((4, 3, 2), (2, 1, 1)) if quick else ((256, 10, 32), (32, 10, 4))
     configs = {
         "": (base_config(trials=short[0], generations=short[1], n=1000,
-                         test_size=200_000 if quick else 1_500_000), short[0], min(short[0], 4 if quick else 8)),
+                         test_size=200_000 if quick else 1_500_000), short[0], short[2],
+             min(short[0], 4 if quick else 8)),
         "cpu-bound: ": (base_config(trials=long[0], generations=long[1], n=200, gpt=True), long[0],
-                        min(long[0], 4)),
+                        long[2], min(long[0], 4)),
     }
-    for config, _, _ in configs.values():
+    for config, *_ in configs.values():
         _chain_objectives(config, 10**7)  # warm-up (imports, allocator)
     # First, with no Ray of ours running: a user's `run` from the command to generation 0.
     first = run_to_first_generation(
@@ -457,8 +486,8 @@ def run(quick: bool) -> list[dict[str, Any]]:
             os.environ["OMP_NUM_THREADS"] = saved
     ray_init = time.perf_counter() - t0
     try:
-        for prefix, (config, trials, bare) in configs.items():
-            m = measure(config, trials, bare_trials=bare, probe_dir=probe_dir)
+        for prefix, (config, trials, chunk, bare) in configs.items():
+            m = measure(config, trials, chunk=chunk, bare_trials=bare, probe_dir=probe_dir)
             records += _records(m, prefix, cpu_bound=bool(prefix))
     finally:
         if started and ray.is_initialized():

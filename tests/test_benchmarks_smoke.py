@@ -51,6 +51,10 @@ def test_sweep_overhead_quick_records() -> None:
     assert failed["value"] == 0
     first = next(r for r in records if r["name"].startswith("`collapse-sweep run`"))
     assert "Ray started ... in" in first["note"]  # the run's own status line was read
+    # each sweep against the serial chunks timed around it (the host's speed drifts)
+    serial = next(r for r in records if r["name"] == "serial chain time per trial")
+    assert all(f" s {where}" in serial["note"] for where in (
+        "before the pool", "between the pool and Tune", "after Tune"))
 
 
 def test_check_records_rejects_malformed() -> None:
