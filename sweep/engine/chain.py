@@ -25,6 +25,7 @@ import pandas as pd
 
 from models.base import Model, TokenModel
 from sweep.config import ChainConfig, load_config
+from sweep.engine.allocator import keep_freed_memory
 from sweep.engine.curation import (
     ScoreContext,
     candidates_needed,
@@ -66,6 +67,7 @@ class Chain:
     def __init__(self, config: ChainConfig, *, seed: int | None = None,
                  problem: Problem | None = None, model0_state: dict[str, Any] | None = None
                  ) -> None:
+        keep_freed_memory()  # once per process: no page faults on every generation's arrays
         self.config = config
         self.family = family_of(config)
         self.source = source_of(config)
