@@ -24,9 +24,11 @@ WORKERS = 2
 TUNE_TRIALS = "Tune trials (search.batch: auto)"
 
 METHOD = """\
-Two cases. **Short**: 256 trials of one fixed chain (1-D Gaussian, replace, n = 1000, 10
-generations, no early stop, a 1.5M-example held-out set evaluated every generation: ~0.3-0.4 s
-of chain work, small checkpoints), where Tune's per-trial cost dominates (64 trials before
+Two cases. **Short**: 256 trials of one fixed chain (1-D Gaussian, replace, n = 1000, 20
+generations, no early stop, a 1.5M-example held-out set evaluated every generation: ~0.4 s
+of chain work, small checkpoints; 10 generations before 2026-12-02, when the chain took
+0.3-0.4 s, until keeping freed memory in the process, `sweep/engine/allocator.py`, made it
+0.22 s), where Tune's per-trial cost dominates (64 trials before
 2026-12-01, when ~4 s of start-up in a ~12-s sweep alone capped the efficiency at 0.75;
 researchers run thousands of such chains, and start-up has its own row, `run` to the first
 generation). **CPU-bound**
@@ -438,7 +440,7 @@ def run(quick: bool) -> list[dict[str, Any]]:
     # (10 generations of ~0.35 s), where the per-trial cost amortises. Values: (config,
     # trials, trials also timed by run_trial without Ray).
     # Serial chunks (``measure``): 32 short chains (~10 s), 4 GPT chains (~26 s).
-    short, long = ((4, 3, 2), (2, 1, 1)) if quick else ((256, 10, 32), (32, 10, 4))
+    short, long = ((4, 3, 2), (2, 1, 1)) if quick else ((256, 20, 32), (32, 10, 4))
     configs = {
         "": (base_config(trials=short[0], generations=short[1], n=1000,
                          test_size=200_000 if quick else 1_500_000), short[0], short[2],
