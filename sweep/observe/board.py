@@ -27,7 +27,7 @@ from models.base import Model
 from models.tokens import EOS
 from sweep.engine.chain import OK_STATUSES
 from sweep.engine.metrics import DIRECTION
-from sweep.observe.events import EventFile, image_summary, text_summary
+from sweep.observe.events import EventFile, image_summary, scalar_summary, text_summary
 from sweep.observe.palette import (
     FALLBACK_COLOR,
     MARKER_AREA_ONE,
@@ -302,13 +302,10 @@ class ChainLogger:
             return
         self._closed = True
         if summary is not None:
-            from tensorboard.compat.proto.summary_pb2 import Summary
-
-            finals = [Summary.Value(tag=tag, simple_value=x) for key, tag in FINAL_METRICS.items()
-                      # inf would flatten the dashboard's axes
-                      if (x := _number(summary.get(key))) is not None and math.isfinite(x)]
-            if finals:
-                self.events.add_summary(Summary(value=finals), self._last_generation)
+            finals = scalar_summary((tag, _number(summary.get(key)))
+                                    for key, tag in FINAL_METRICS.items())
+            if finals.value:
+                self.events.add_summary(finals, self._last_generation)
             self._end_session(str(summary.get("status", "finished")))
         self.events.close()
 

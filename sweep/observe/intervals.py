@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from sweep.engine.metrics import relative_gaps
-from sweep.observe.events import EventFile
+from sweep.observe.events import EventFile, scalar_summary
 
 GAP_BAND = ("interval/gap_mean", "interval/gap_lower", "interval/gap_upper")
 
@@ -44,13 +44,7 @@ def gap_band(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 def log_trial_summary(log_dir: str | Path, record: Mapping[str, Any],
                       frame: pd.DataFrame | None = None, *, metric: str = "real_nll") -> None:
-    from tensorboard.compat.proto.summary_pb2 import Summary
     from torch.utils.tensorboard import summary as tb
-
-    def scalars(pairs: Any) -> Summary:
-        return Summary(value=[Summary.Value(tag=tag, simple_value=float(value))
-                              for tag, value in pairs
-                              if isinstance(value, (int, float)) and math.isfinite(value)])
 
     events = EventFile(log_dir)  # one file, written in this thread (sweep.observe.events)
     try:
@@ -61,13 +55,13 @@ def log_trial_summary(log_dir: str | Path, record: Mapping[str, Any],
             for row in band.itertuples():
                 se = row.se if math.isfinite(row.se) else 0.0
                 values = (row.mean, row.mean - se, row.mean + se)
-                events.add_summary(scalars(zip(GAP_BAND, values, strict=True)),
+                events.add_summary(scalar_summary(zip(GAP_BAND, values, strict=True)),
                                    int(row.generation))
             events.add_summary(tb.custom_scalars({"interval": {
                 "quality gap (mean +/- SE over seeds)": ["Margin", list(GAP_BAND)]}}), 0)
         values = {f"trial/{k}_mean": record.get(k) for k in ("quality_gap", "total_flops")}
         values.update({f"trial/{k}": record.get(k) for k in (
             "quality_gap_se", "total_flops_se", "quality_gap_ucb", "collapse_rate", "n_seeds")})
-        events.add_summary(scalars(values.items()), step)
+        events.add_summary(scalar_summary(values.items()), step)
     finally:
         events.close()
