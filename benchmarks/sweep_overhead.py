@@ -467,25 +467,19 @@ def run(quick: bool) -> list[dict[str, Any]]:
     import sweep.observe.board  # noqa: F401
     from benchmarks.sweep_probe import PROBE_ENV
     from sweep.search.driver import init_ray
+    from sweep.search.rayinit import environ
 
     # Ray's workers inherit the driver's environment: one BLAS/OpenMP thread per 1-CPU trial
     # (Ray's own default, made explicit). Their set-up hook records the probe's timestamps.
-    saved = os.environ.get("OMP_NUM_THREADS")
-    os.environ["OMP_NUM_THREADS"] = "1"
     probe_tmp = tempfile.TemporaryDirectory(prefix="bench-probe-")
     probe_dir = Path(probe_tmp.name)
     root = str(Path(__file__).resolve().parents[1])
     path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
     t0 = time.perf_counter()
-    try:
+    with environ({"OMP_NUM_THREADS": "1"}):
         started = init_ray(None, runtime_env={
             "worker_process_setup_hook": "benchmarks.sweep_probe.install",
             "env_vars": {PROBE_ENV: str(probe_dir), "PYTHONPATH": path}})
-    finally:
-        if saved is None:
-            os.environ.pop("OMP_NUM_THREADS", None)
-        else:
-            os.environ["OMP_NUM_THREADS"] = saved
     ray_init = time.perf_counter() - t0
     try:
         for prefix, (config, trials, chunk, bare) in configs.items():

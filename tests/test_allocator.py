@@ -61,3 +61,87 @@ def test_a_chains_memory_is_reused_not_faulted_in_again():
     default = _faults(COLLAPSE_SWEEP_KEEP_MEMORY="0")
     assert not default["applied"]
     assert default["main"] > ARRAY_PAGES and default["thread"] > ARRAY_PAGES, default
+
+
+# Tune runs each trial in a new thread while other threads come and go: here a first trial's
+# thread ends, a watcher thread starts (and takes the ended thread's arena), and the next
+# trial's thread starts; its chain's page faults (per thread), and the next one's after it.
+NEW_THREADS = """
+import json, resource, threading
+from sweep.config import load_config
+from sweep.engine.chain import run_chain
+
+cfg = load_config({"model": {"family": "gaussian", "dim": 1},
+                   "data": {"source": "truth", "test_size": 1_500_000},
+                   "recursion": {"generations": 4, "samples_per_generation": 1000},
+                   "collapse": {"stop_early": False}})
+out = []
+
+def trial(seed):
+    before = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
+    run_chain(cfg, seed=seed)
+    out.append(resource.getrusage(resource.RUSAGE_THREAD).ru_minflt - before)
+
+def in_a_new_thread(fn, *args):
+    t = threading.Thread(target=fn, args=args)
+    t.start()
+    t.join()
+
+stop = threading.Event()
+def watcher():
+    blocks = [bytearray(4096) for _ in range(8)]  # malloc'd: this thread takes an arena
+    stop.wait()
+
+in_a_new_thread(trial, 0)
+watch = threading.Thread(target=watcher)
+watch.start()
+in_a_new_thread(trial, 1)
+stop.set()
+watch.join()
+print(json.dumps(out[1:]))
+"""
+
+
+def _new_thread_faults(**env: str) -> list[int]:
+    environ = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
+    out = subprocess.run([sys.executable, "-c", NEW_THREADS], cwd=ROOT, check=True, text=True,
+                         capture_output=True, env={**environ, **env})
+    return json.loads(out.stdout)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's arenas")
+def test_a_new_threads_chain_reuses_memory_with_one_arena():
+    from sweep.engine.allocator import WORKER_ENV
+
+    # the environment trial processes start with: every thread on the warm main arena
+    (one_arena,) = _new_thread_faults(**WORKER_ENV)
+    assert one_arena < ARRAY_PAGES, one_arena
+    # glibc's default: the new thread gets a fresh arena and faults every page in again
+    # (measured: ~4,100 here; ~3,800 per first trial of a Tune trial in a sweep)
+    (default,) = _new_thread_faults()
+    assert default > ARRAY_PAGES, default
+
+
+def test_a_local_ray_starts_with_the_worker_environment(monkeypatch):
+    """start_ray's local Ray (whose processes the trial processes inherit their environment
+    from) starts with WORKER_ENV; the driver's own environment is as it was after; a value
+    the user set wins; COLLAPSE_SWEEP_KEEP_MEMORY=0 adds nothing."""
+    from sweep.search import rayinit
+
+    seen: list[str | None] = []
+    for key, value in rayinit.DRIVER_ENV.items():  # start_ray sets them: restored after
+        monkeypatch.setenv(key, os.environ.get(key, value))
+    monkeypatch.setattr(rayinit.ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(rayinit.ray, "init",
+                        lambda **kwargs: seen.append(os.environ.get("MALLOC_ARENA_MAX")))
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    monkeypatch.delenv("COLLAPSE_SWEEP_KEEP_MEMORY", raising=False)
+    assert rayinit.start_ray(None)
+    assert seen == ["1"] and "MALLOC_ARENA_MAX" not in os.environ
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    rayinit.start_ray(None)
+    assert seen[-1] == "4" and os.environ["MALLOC_ARENA_MAX"] == "4"
+    monkeypatch.delenv("MALLOC_ARENA_MAX")
+    monkeypatch.setenv("COLLAPSE_SWEEP_KEEP_MEMORY", "0")
+    rayinit.start_ray(None)
+    assert seen[-1] is None

@@ -108,6 +108,15 @@ def test_token_made_on_head_copied_to_workers_required_everywhere():
     assert "RAY_AUTH_MODE=disabled" not in TEXT
 
 
+def test_trial_processes_start_with_the_worker_environment():
+    """A worker's `ray start` sets sweep.engine.allocator.WORKER_ENV (one malloc arena):
+    the trial processes it starts inherit it, as a local Ray's do."""
+    from sweep.engine.allocator import WORKER_ENV
+
+    (start,) = [c for c in _load()["worker_start_ray_commands"] if "ray start" in c]
+    assert all(f"{k}={v} " in start for k, v in WORKER_ENV.items()), start
+
+
 def test_dashboard_binds_loopback():
     cfg = _load()
     head_start = [c for c in cfg["head_start_ray_commands"] if "ray start" in c]

@@ -28,6 +28,8 @@ _CONTAINER = {"type": "object", "required": ["name", "image"], "properties": {
         "requests": {"type": "object", "additionalProperties": {"type": ["string", "integer"]}},
         "limits": {"type": "object", "additionalProperties": {"type": ["string", "integer"]}}}},
     "envFrom": {"type": "array", "items": {"type": "object"}},
+    "env": {"type": "array", "items": {"type": "object", "required": ["name"], "properties": {
+        "name": {"type": "string"}, "value": {"type": "string"}}}},
     "ports": {"type": "array", "items": {"type": "object", "required": ["containerPort"]}}}}
 _TEMPLATE = {"type": "object", "required": ["spec"], "properties": {"spec": {
     "type": "object", "required": ["containers"], "properties": {
@@ -116,6 +118,17 @@ def test_gpu_workers_autoscale_with_the_trial_shape():
         assert gpus >= 1 and c["resources"]["requests"] == limits
         trials = round(gpus / per_trial["gpu"])  # trials per pod by GPU share ...
         assert trials * per_trial["cpu"] <= cpus  # ... each with its CPU
+
+
+def test_trial_processes_start_with_the_worker_environment():
+    """Workers' pods set sweep.engine.allocator.WORKER_ENV (one malloc arena), as a local
+    Ray's trial processes get it."""
+    from sweep.engine.allocator import WORKER_ENV
+
+    for group in _load()["spec"]["rayClusterSpec"]["workerGroupSpecs"]:
+        (c,) = group["template"]["spec"]["containers"]
+        env = {e["name"]: e.get("value") for e in c.get("env", [])}
+        assert WORKER_ENV.items() <= env.items(), env
 
 
 def test_entrypoint_runs_a_sweep_to_s3_from_the_image():
