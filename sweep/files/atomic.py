@@ -25,13 +25,35 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield tmp
 
 
-def write_bytes(path: str | Path, data: bytes) -> Path:
+def write_bytes(path: str | Path, data: bytes, *, previous: str | None = None) -> Path:
     """``data`` as the whole of ``path``, atomically: written through the temp file's own
-    descriptor (one open call; a chain writes its checkpoint every generation), then renamed."""
+    descriptor (one open call; a chain writes its checkpoint every generation), then renamed.
+
+    ``previous``: a file name beside ``path``. The old ``path`` is first renamed to it and
+    removed once the new one is in place, so that no rename replaces a file: on ext4 one
+    that does starts writing the new file to disk at once (``auto_da_alloc``), 0.35-0.7 ms a
+    write here against ~0.1 ms for the three steps. Between the two renames ``path`` is
+    missing and ``previous`` holds the last complete version: its reader falls back to it
+    (``sweep.files.checkpoint.load_checkpoint``)."""
     path = Path(path)
     tmp, fd = _open_temp(path)
-    with _replaces(tmp, path), os.fdopen(fd, "wb") as f:
-        f.write(data)
+    if previous is None:
+        with _replaces(tmp, path), os.fdopen(fd, "wb") as f:
+            f.write(data)
+        return path
+    old = path.with_name(previous)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        with contextlib.suppress(FileNotFoundError):
+            os.rename(path, old)
+        os.rename(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(old)
     return path
 
 

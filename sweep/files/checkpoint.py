@@ -18,6 +18,9 @@ import numpy as np
 from sweep.files.atomic import write_bytes
 
 CHECKPOINT_FILE = "chain.pt"
+#: The last complete checkpoint while a new one replaces it (``write_bytes``'s ``previous``):
+#: a process killed between its two renames leaves only this one.
+PREVIOUS_FILE = ".chain.pt.prev"
 _MAGIC = b"collapse-sweep checkpoint sha256="
 
 
@@ -51,24 +54,37 @@ def _from_storable(obj: Any) -> Any:
 
 
 def save_checkpoint(directory: str | Path, state: dict[str, Any]) -> Path:
-    """Write ``state`` to ``directory/chain.pt`` atomically (temp file + rename), checksummed."""
+    """Write ``state`` to ``directory/chain.pt`` atomically, checksummed: a temp file, then
+    renames that keep the old one as ``PREVIOUS_FILE`` until the new one is in place."""
     import torch
 
     buffer = io.BytesIO()
     torch.save(_to_storable(state), buffer)
     payload = buffer.getvalue()
     header = _MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n"
-    return write_bytes(Path(directory) / CHECKPOINT_FILE, header + payload)
+    return write_bytes(Path(directory) / CHECKPOINT_FILE, header + payload, previous=PREVIOUS_FILE)
+
+
+def _read(directory: Path) -> tuple[Path, bytes] | None:
+    """The checkpoint file's bytes; the previous one's when a writer was killed between its
+    two renames (or is between them now: then the new one is looked for once more)."""
+    for name in (CHECKPOINT_FILE, PREVIOUS_FILE, CHECKPOINT_FILE):
+        path = directory / name
+        try:
+            return path, path.read_bytes()
+        except (FileNotFoundError, IsADirectoryError):
+            continue
+    return None
 
 
 def load_checkpoint(directory: str | Path) -> dict[str, Any] | None:
     """The state saved in ``directory``; None when there is none; CorruptCheckpoint if damaged."""
     import torch
 
-    path = Path(directory) / CHECKPOINT_FILE
-    if not path.is_file():
+    found = _read(Path(directory))
+    if found is None:
         return None
-    blob = path.read_bytes()
+    path, blob = found
     if blob.startswith(_MAGIC):
         header, _, payload = blob.partition(b"\n")
         if hashlib.sha256(payload).hexdigest().encode() != header[len(_MAGIC):]:

@@ -53,6 +53,7 @@ from sweep.engine.replicates import (  # noqa: F401 - trial_key re-exported for 
 from sweep.files.atomic import write_parquet, write_text
 from sweep.files.checkpoint import (
     CHECKPOINT_FILE,
+    PREVIOUS_FILE,
     CorruptCheckpoint,
     load_checkpoint,
     save_checkpoint,
@@ -517,6 +518,12 @@ class _Uploads:
                 self.busy = True
             try:
                 self.storage.put(path, rel)
+            except FileNotFoundError as exc:
+                # caught between a checkpoint's two renames (save_checkpoint): its new
+                # version is on its way (the trial puts it next); anything else is an error
+                if not (path.with_name(PREVIOUS_FILE).exists() or path.exists()):
+                    with self.cond:
+                        self.error = exc
             except Exception as exc:  # noqa: BLE001 - handed to the trial's thread
                 with self.cond:
                     self.error = exc
