@@ -1,8 +1,11 @@
 """Several short Optuna trials in one Tune trial (``search.batch``).
 
-Every Tune trial costs the driver a fixed turn (scheduling, result handling, the trial's
-start and stop on a reused process: ~0.1-0.2 s on 2 busy cores, ``benchmarks/RESULTS.md``).
-That is nothing next to a GPU chain of minutes and most of a 0.3-s analytic chain. With
+Every Tune trial costs a fixed turn: the driver's result handling and scheduling, the
+trial's stop and start on a reused process (a new thread): traced on 2 busy cores
+(2026-12-02), 25-40 ms from one Tune trial's last report to the next one's start, and its
+first Optuna trial ~60 ms slower than the next ones (0.1-0.2 s, and ~0.45 s more in that
+first trial before trial processes got one malloc arena, ``sweep.engine.allocator``). That
+is nothing next to a GPU chain of minutes and a fifth of a 0.4-s analytic chain. With
 ``search.batch: auto`` (the default) the searcher hands one Tune trial several Optuna
 trials once it has seen how long they take, so that a Tune trial lasts about
 ``TARGET_S``; long trials stay one per Tune trial.
