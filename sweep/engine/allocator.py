@@ -53,7 +53,7 @@ def keep_freed_memory() -> bool:
     """Apply ``SETTINGS`` once per process; True when glibc took them all."""
     global _applied
     if _applied is None:
-        _applied = os.environ.get(ENV, "1") != "0" and _mallopt(SETTINGS)
+        _applied = _wanted() and _mallopt(SETTINGS)
     return _applied
 
 
@@ -61,9 +61,14 @@ def worker_env() -> dict[str, str]:
     """What to add to the environment of a process about to be started to run trials:
     ``WORKER_ENV`` less what the environment sets already (the user's value wins); nothing
     with ``COLLAPSE_SWEEP_KEEP_MEMORY=0``."""
-    if os.environ.get(ENV, "1") == "0":
+    if not _wanted():
         return {}
     return {k: v for k, v in WORKER_ENV.items() if k not in os.environ}
+
+
+def _wanted() -> bool:
+    """False with the opt-out, ``COLLAPSE_SWEEP_KEEP_MEMORY=0``."""
+    return os.environ.get(ENV, "1") != "0"
 
 
 def _mallopt(settings: dict[int, int]) -> bool:

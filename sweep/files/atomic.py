@@ -37,36 +37,32 @@ def write_bytes(path: str | Path, data: bytes, *, previous: str | None = None) -
     (``sweep.files.checkpoint.load_checkpoint``)."""
     path = Path(path)
     tmp, fd = _open_temp(path)
-    if previous is None:
-        with _replaces(tmp, path), os.fdopen(fd, "wb") as f:
-            f.write(data)
-        return path
-    old = path.with_name(previous)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        with contextlib.suppress(FileNotFoundError):
-            os.rename(path, old)
-        os.rename(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(old)
+    with _replaces(tmp, path, previous=previous), os.fdopen(fd, "wb") as f:
+        f.write(data)
     return path
 
 
 @contextlib.contextmanager
-def _replaces(tmp: Path, path: Path) -> Iterator[None]:
-    """``tmp`` replaces ``path`` when the block succeeds; otherwise ``tmp`` is removed."""
+def _replaces(tmp: Path, path: Path, *, previous: str | None = None) -> Iterator[None]:
+    """``tmp`` replaces ``path`` when the block succeeds; otherwise ``tmp`` is removed.
+    With ``previous`` (``write_bytes``), the old ``path`` is moved aside to that name first
+    and removed after, instead of being replaced by the rename."""
+    old = None if previous is None else path.with_name(previous)
     try:
         yield
-        os.replace(tmp, path)
+        if old is None:
+            os.replace(tmp, path)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.rename(path, old)
+            os.rename(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    if old is not None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(old)
 
 
 def _open_temp(path: Path) -> tuple[Path, int]:
