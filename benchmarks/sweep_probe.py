@@ -3,8 +3,8 @@
 Used by ``benchmarks/sweep_overhead.py`` only; production code reads nothing of it.
 
 - In each Ray worker (``install`` is the worker set-up hook, enabled by ``PROBE_ENV``): the
-  process's start time, how long the project's imports took there (torch, the trainable's
-  module), and per trial the moment ``run_trial`` was entered, each generation's end, and
+  process's start time, how long the project's imports took there (the trainable's module
+  and the engine; torch only in a torch family's first trial), and per trial the moment ``run_trial`` was entered, each generation's end, and
   the seconds spent in checkpoints, Tune reports and the trial's final record. One JSON
   line per event in ``<dir>/<pid>.jsonl``.
 - In the driver (``DriverProbe``, a context manager): seconds spent in the sweep's Tune
@@ -29,7 +29,7 @@ from typing import Any
 PROBE_ENV = "COLLAPSE_SWEEP_BENCH_PROBE"
 #: Names of the profile's phases that the benchmark reads back.
 BOOT = "process start to set-up hook (python, ray worker)"
-IMPORTS = "imports in the trial process (torch, project)"
+IMPORTS = "imports in the trial process (Tune, project)"
 FIRST_GENERATION = "run to first generation done"
 DRIVER_TURN = "final report to the trial's end (median; the driver's turn)"
 NEXT_TRIAL = "trial's end to the next trial on the same process (median)"
@@ -64,12 +64,11 @@ def install() -> None:
     log = _Log(Path(directory))
     log("proc", start=_process_start())
     t0 = time.time()
-    import torch  # noqa: F401 - what a trial needs: torch (its device, checkpoints) and
-    import torch.utils.tensorboard  # noqa: F401 - TensorBoard's writer, ...
-
-    import sweep.search.trainable as trainable  # ... what unpickling the trainable imports,
+    # What unpickling the trainable imports, and the engine; torch only where the family
+    # uses it (the GPT case: in its first trial, inside "run to first trial entered")
+    import sweep.search.trainable as trainable
     import sweep.search.trial as trial
-    from sweep.engine.chain import Chain  # noqa: F401 - ... and the models
+    from sweep.engine.chain import Chain  # noqa: F401
 
     log("imports", seconds=time.time() - t0)
     _timed(trial.TrialRun, "save", log, "save")

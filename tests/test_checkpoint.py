@@ -127,3 +127,94 @@ def test_upload_caught_between_the_renames_waits_for_the_next_put(tmp_path):
     uploads.put(tmp_path / "nowhere" / CHECKPOINT_FILE, "ckpt/gone.pt")
     with pytest.raises(RuntimeError, match="checkpoint upload to local://test failed"):
         uploads.flush()
+
+
+def test_numpy_state_round_trips_exactly_in_the_numpy_format(tmp_path):
+    rng = np.random.default_rng(5)
+    rng.random(3)
+    state = {"rng": rng.bit_generator.state,  # 128-bit integers
+             "pool": {"data": np.arange(12, dtype=np.int32).reshape(3, 4)[:, ::2],  # a view
+                      "batch_sizes": [4, 4]},
+             "model": {"mean": np.array(0.25), "cov": np.eye(2, dtype=np.float32),
+                       "mask": np.array([True, False]), "empty": np.zeros((0, 3))},
+             "rows": [{"real_nll": float("nan"), "flops": float("inf"), "status": None,
+                       "ok": True, "g": np.int64(3), "x": np.float64(0.1)}],
+             "betas": (0.9, 0.95), "fingerprint": "abc"}
+    save_checkpoint(tmp_path, state)
+    assert (tmp_path / CHECKPOINT_FILE).read_bytes().startswith(
+        b"collapse-sweep checkpoint safetensors sha256=")
+    back = load_checkpoint(tmp_path)
+    assert back["rng"] == state["rng"]
+    np.testing.assert_array_equal(back["pool"]["data"], [[0, 2], [4, 6], [8, 10]])
+    for key, value in state["model"].items():
+        assert back["model"][key].dtype == value.dtype
+        assert back["model"][key].shape == value.shape
+        np.testing.assert_array_equal(back["model"][key], value)
+        assert back["model"][key].flags.writeable  # a resumed chain updates them in place
+    row = back["rows"][0]
+    assert np.isnan(row["real_nll"]) and row["flops"] == float("inf")
+    assert (row["status"], row["ok"], row["g"], row["x"]) == (None, True, 3, 0.1)
+    assert type(row["g"]) is int
+    assert back["betas"] == [0.9, 0.95]  # a list, as the torch format stores tuples
+    assert back["fingerprint"] == "abc" and back["pool"]["batch_sizes"] == [4, 4]
+
+
+def test_tensors_and_integer_keys_take_the_torch_format(tmp_path):
+    import torch
+
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.AdamW(model.parameters())
+    model(torch.ones(1, 3)).sum().backward()
+    opt.step()
+    state = {"model": model.state_dict(), "optimizer": opt.state_dict(),
+             "pool": {"data": np.arange(4)}}
+    save_checkpoint(tmp_path, state)
+    assert (tmp_path / CHECKPOINT_FILE).read_bytes().startswith(
+        b"collapse-sweep checkpoint sha256=")
+    back = load_checkpoint(tmp_path)
+    assert torch.equal(back["model"]["weight"], model.weight.detach())
+    assert set(back["optimizer"]["state"]) == {0, 1}  # integer keys kept
+    np.testing.assert_array_equal(back["pool"]["data"], np.arange(4))
+    clone = torch.optim.AdamW(torch.nn.Linear(3, 2).parameters())
+    clone.load_state_dict(back["optimizer"])
+
+
+NO_TORCH = """
+import sys
+import numpy as np
+from sweep.files.checkpoint import load_checkpoint, save_checkpoint
+save_checkpoint(sys.argv[1], {"pool": {"data": np.arange(5.0)}, "rows": [{"g": 1}]})
+state = load_checkpoint(sys.argv[1])
+assert state["rows"] == [{"g": 1}] and state["pool"]["data"].sum() == 10.0
+print("torch" in sys.modules)
+"""
+
+
+def test_a_numpy_state_is_saved_and_loaded_without_importing_torch(tmp_path):
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", NO_TORCH, str(tmp_path)], cwd=root,
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_checkpoints_of_earlier_versions_still_load(tmp_path):
+    import io
+
+    import torch
+
+    from sweep.files.checkpoint import _to_storable
+
+    buffer = io.BytesIO()  # before checksums: a bare torch.save of the storable state
+    torch.save(_to_storable(_state(3)), buffer)
+    (tmp_path / CHECKPOINT_FILE).write_bytes(buffer.getvalue())
+    assert _generation(tmp_path) == 3
+    damaged = tmp_path / "damaged"
+    save_checkpoint(damaged, _state(2))
+    path = damaged / CHECKPOINT_FILE
+    blob = path.read_bytes()
+    path.write_bytes(blob[:-40] + bytes(40))  # same length, checksum no longer matches
+    with pytest.raises(CorruptCheckpoint, match="checksum mismatch"):
+        load_checkpoint(damaged)

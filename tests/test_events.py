@@ -1,4 +1,5 @@
-"""sweep.observe.events: TensorBoard's record format, written in the caller's thread."""
+"""sweep.observe.events and .summaries: TensorBoard's record format, written in the caller's
+thread, and its summaries built without torch (compared here with torch's own)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,15 @@ from tensorboard.compat.proto.summary_pb2 import Summary
 from tensorboard.summary.writer.record_writer import RecordWriter
 from torch.utils.tensorboard import summary as tb
 
-from sweep.observe.events import EventFile, image_summary, text_summary, tfrecord
+from sweep.observe.events import EventFile, tfrecord
+from sweep.observe.summaries import (
+    histogram_summary,
+    hparams_summaries,
+    image_summary,
+    margin_chart_summary,
+    session_end_summary,
+    text_summary,
+)
 
 
 def test_records_are_byte_for_byte_tensorboards_own():
@@ -69,6 +78,35 @@ def test_text_and_image_summaries_are_torchs_own():
     assert (ours.height, ours.width, ours.colorspace) == (12, 9, 1)
     assert (_pixels(ours) == grey).all()
     assert (_pixels(theirs) == grey[..., None]).all()
+
+
+def test_histogram_summary_is_torchs_own():
+    rng = np.random.default_rng(2)
+    cases = [rng.normal(size=4096),  # a chain's held-out log-likelihoods
+             np.concatenate([rng.normal(size=500), [40.0]]),  # empty bins between
+             np.full(7, 3.0),  # one value: numpy's unit-wide range
+             np.array([1.0]), np.arange(10.0)]
+    for values in cases:
+        for bins in (4, 64):
+            assert histogram_summary("test/log_prob", values, bins=bins) == tb.histogram(
+                "test/log_prob", values, bins=bins)
+
+
+def test_hparams_and_session_end_are_torchs_own():
+    hparams = {"recursion.regime": "replace", "recursion.generations": 20, "seed": 3,
+               "model.lr": 1e-3, "search.flag": True, "skipped": None}
+    metrics = ["final/quality_gap", "final/total_flops"]
+    exp, start, end = tb.hparams(hparams, dict.fromkeys(metrics, 0.0))
+    assert hparams_summaries(hparams, metrics) == (exp, start)
+    assert session_end_summary(ok=True) == end
+    failed = session_end_summary(ok=False)
+    assert failed != end and failed.value[0].tag == end.value[0].tag
+
+
+def test_margin_chart_is_torchs_custom_scalars():
+    tags = ("interval/gap_mean", "interval/gap_lower", "interval/gap_upper")
+    assert margin_chart_summary("interval", "quality gap", tags) == tb.custom_scalars(
+        {"interval": {"quality gap": ["Margin", list(tags)]}})
 
 
 def _pixels(image) -> np.ndarray:

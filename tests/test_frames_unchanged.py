@@ -2,8 +2,8 @@
 give the frames recorded at bbb1df2 (before the restructure), on every column recorded then.
 
 The frames were written by the same configs at commit bbb1df2 (``CASES`` below). Analytic
-families must match bit for bit; the GPT cases (slow, float32 torch) to a relative 1e-5,
-since the order of float32 sums depends on the CPU's vector units.
+families must match to a relative 1e-12 (float64); the GPT cases (slow, float32 torch) to a
+relative 1e-5, since the order of float32 sums depends on the CPU's vector units.
 """
 
 from __future__ import annotations
@@ -71,4 +71,11 @@ def test_frame_equals_the_one_recorded_before_the_restructure(name):
         pd.testing.assert_frame_equal(now[columns], recorded[columns], check_exact=False,
                                       rtol=1e-5, atol=0.0)
     else:
-        pd.testing.assert_frame_equal(now[columns], recorded[columns], check_exact=True)
+        # float64 numpy: bit for bit only by chance. numpy's SIMD sums peel a head that
+        # depends on the array's address, which depends on what the process allocated before
+        # (the test order; e.g. linreg failed alone and passed in the suite at 44f6286). A
+        # reordered sum of n terms moves by at most (n - 1) eps sum|x| (eps = 1.1e-16; n <=
+        # 2000 here: ~2e-13 relative for sums of like-signed terms); measured 6e-15 after 6
+        # generations of refits. 1e-12 keeps any change of behaviour visible.
+        pd.testing.assert_frame_equal(now[columns], recorded[columns], check_exact=False,
+                                      rtol=1e-12, atol=0.0)

@@ -27,13 +27,21 @@ from models.base import Model
 from models.tokens import EOS
 from sweep.engine.chain import OK_STATUSES
 from sweep.engine.metrics import DIRECTION
-from sweep.observe.events import EventFile, image_summary, scalar_summary, text_summary
+from sweep.observe.events import EventFile
 from sweep.observe.palette import (
     FALLBACK_COLOR,
     MARKER_AREA_ONE,
     TOLERANCE_STYLE,
     marker_areas,
     regime_color,
+)
+from sweep.observe.summaries import (
+    histogram_summary,
+    hparams_summaries,
+    image_summary,
+    scalar_summary,
+    session_end_summary,
+    text_summary,
 )
 from sweep.problems import family_of, size_columns, source_of
 
@@ -211,10 +219,7 @@ class ChainLogger:
         return out
 
     def _write_hparams(self) -> None:
-        from torch.utils.tensorboard import summary as tb
-
-        metrics = dict.fromkeys(FINAL_METRICS.values(), 0.0)
-        exp, ssi, _ = tb.hparams(self.hparams, metrics)
+        exp, ssi = hparams_summaries(self.hparams, FINAL_METRICS.values())
         self.events.add_summary(exp, 0)
         self.events.add_summary(ssi, 0)
         # CleanRL habit: the whole configuration once, as a table (searched values marked).
@@ -234,7 +239,6 @@ class ChainLogger:
         which competed with the chain for the interpreter (2.3 ms a generation of a short
         analytic chain; 0.7 ms as one event, flush included)."""
         from tensorboard.compat.proto.summary_pb2 import Summary
-        from torch.utils.tensorboard import summary as tb
 
         g = int(row["generation"])
         self._last_generation = max(self._last_generation, g)
@@ -256,7 +260,7 @@ class ChainLogger:
             lp = lp[:: -(-lp.size // HIST_MAX_VALUES) or 1]
             lp = lp[np.isfinite(lp)]
             if lp.size:
-                parts.append(tb.histogram(HIST_TAG, lp, bins=HIST_BINS))
+                parts.append(histogram_summary(HIST_TAG, lp, bins=HIST_BINS))
         samples = details.get("samples")
         if samples is not None and len(samples) and np.ndim(samples) == 3:  # grey images
             grid = image_grid(np.asarray(samples)[:IMAGES_SHOWN])
@@ -306,21 +310,9 @@ class ChainLogger:
                                     for key, tag in FINAL_METRICS.items())
             if finals.value:
                 self.events.add_summary(finals, self._last_generation)
-            self._end_session(str(summary.get("status", "finished")))
+            ok = str(summary.get("status", "finished")) in OK_STATUSES
+            self.events.add_summary(session_end_summary(ok=ok), 0)
         self.events.close()
-
-    def _end_session(self, status: str) -> None:
-        from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
-        from torch.utils.tensorboard.summary import hparams
-
-        _, _, sei = hparams({}, {})
-        value = sei.value[0]
-        content = plugin_data_pb2.HParamsPluginData.FromString(value.metadata.plugin_data.content)
-        ok = status in OK_STATUSES
-        content.session_end_info.status = api_pb2.Status.Value(
-            "STATUS_SUCCESS" if ok else "STATUS_FAILURE")
-        value.metadata.plugin_data.content = content.SerializeToString()
-        self.events.add_summary(sei, 0)
 
     def __enter__(self) -> ChainLogger:
         return self

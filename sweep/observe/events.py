@@ -10,28 +10,23 @@ this thread). The file is the same format (TFRecord: length, masked CRC of the l
 serialised ``Event``, masked CRC of it), named as TensorBoard's writers name theirs, so
 TensorBoard and ``EventAccumulator`` read it as before.
 
-``image_summary`` and ``text_summary`` build those summaries without torch (``torch.utils.tensorboard``
-imports it: ~1.3 s of CPU), so that the sweep's driver, whose board draws a Pareto image and
-a results table, never imports torch; a trial process imports it anyway (checkpoints).
+What goes into the events, ``Summary`` protos, is built without torch too
+(``sweep.observe.summaries``): neither the sweep's driver nor a trial of an analytic family
+imports torch.
 """
 
 from __future__ import annotations
 
-import io
 import itertools
-import math
 import os
 import socket
 import struct
 import time
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import google_crc32c
-import numpy as np
 from tensorboard.compat.proto.event_pb2 import Event
-from tensorboard.compat.proto.summary_pb2 import Summary
 
 FILE_VERSION = "brain.Event:2"
 _MASK_DELTA = 0xA282EAD8
@@ -84,42 +79,3 @@ class EventFile:
     @property
     def closed(self) -> bool:
         return self._file.closed
-
-
-def scalar_summary(pairs: Iterable[tuple[str, Any]]) -> Summary:
-    """The finite numbers among ``(tag, value)`` pairs as scalars of one summary (None, NaN
-    and inf are left out: inf would flatten the dashboard's axes)."""
-    return Summary(value=[Summary.Value(tag=tag, simple_value=float(value))
-                          for tag, value in pairs
-                          if isinstance(value, int | float) and math.isfinite(value)])
-
-
-def image_summary(tag: str, pixels: np.ndarray) -> Summary:
-    """An image summary of ``pixels`` (uint8, H x W grey or H x W x 3/4 colour), PNG-encoded,
-    as ``torch.utils.tensorboard.summary.image`` writes it."""
-    from PIL import Image
-
-    pixels = np.ascontiguousarray(pixels, dtype=np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
-    height, width = pixels.shape[:2]
-    channels = pixels.shape[2] if pixels.ndim == 3 else 1
-    return Summary(value=[Summary.Value(tag=tag, image=Summary.Image(
-        height=height, width=width, colorspace=channels,
-        encoded_image_string=buffer.getvalue()))])
-
-
-def text_summary(tag: str, markdown: str) -> Summary:
-    """A text summary under ``<tag>/text_summary`` (TensorBoard's Text tab renders markdown),
-    as ``torch.utils.tensorboard.summary.text`` writes it."""
-    from tensorboard.compat.proto.summary_pb2 import SummaryMetadata
-    from tensorboard.compat.proto.tensor_pb2 import TensorProto
-    from tensorboard.compat.proto.tensor_shape_pb2 import TensorShapeProto
-    from tensorboard.plugins.text.plugin_data_pb2 import TextPluginData
-
-    metadata = SummaryMetadata(plugin_data=SummaryMetadata.PluginData(
-        plugin_name="text", content=TextPluginData(version=0).SerializeToString()))
-    tensor = TensorProto(dtype="DT_STRING", string_val=[markdown.encode("utf_8")],
-                         tensor_shape=TensorShapeProto(dim=[TensorShapeProto.Dim(size=1)]))
-    return Summary(value=[Summary.Value(tag=f"{tag}/text_summary", metadata=metadata,
-                                        tensor=tensor)])

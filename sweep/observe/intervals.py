@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 
 from sweep.engine.metrics import relative_gaps
-from sweep.observe.events import EventFile, scalar_summary
+from sweep.observe.events import EventFile
+from sweep.observe.summaries import margin_chart_summary, scalar_summary
 
 GAP_BAND = ("interval/gap_mean", "interval/gap_lower", "interval/gap_upper")
 
@@ -44,8 +45,6 @@ def gap_band(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 def log_trial_summary(log_dir: str | Path, record: Mapping[str, Any],
                       frame: pd.DataFrame | None = None, *, metric: str = "real_nll") -> None:
-    from torch.utils.tensorboard import summary as tb
-
     events = EventFile(log_dir)  # one file, written in this thread (sweep.observe.events)
     try:
         step = int(record.get("generations_run", 0) or 0)
@@ -57,8 +56,8 @@ def log_trial_summary(log_dir: str | Path, record: Mapping[str, Any],
                 values = (row.mean, row.mean - se, row.mean + se)
                 events.add_summary(scalar_summary(zip(GAP_BAND, values, strict=True)),
                                    int(row.generation))
-            events.add_summary(tb.custom_scalars({"interval": {
-                "quality gap (mean +/- SE over seeds)": ["Margin", list(GAP_BAND)]}}), 0)
+            events.add_summary(margin_chart_summary(
+                "interval", "quality gap (mean +/- SE over seeds)", GAP_BAND), 0)
         values = {f"trial/{k}_mean": record.get(k) for k in ("quality_gap", "total_flops")}
         values.update({f"trial/{k}": record.get(k) for k in (
             "quality_gap_se", "total_flops_se", "quality_gap_ucb", "collapse_rate", "n_seeds")})

@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 
 from sweep.config import ChainConfig
@@ -71,17 +72,18 @@ def place_trial(config: ChainConfig, *, gpus: float, assigned: list[str] | None,
 
     ``assigned``: :func:`assigned_gpu_ids` (None outside Ray). ``hide``: set
     ``CUDA_VISIBLE_DEVICES=""`` for a trial without GPUs (default: inside Ray only, so that
-    calling this in a test or a notebook leaves the process alone).
+    calling this in a test or a notebook leaves the process alone). torch is imported only
+    to place a model on a GPU: a trial of a numpy family never loads it.
     """
-    import torch
-
     wanted = getattr(config.model, "device", None)  # None: a family without a device
     if gpus <= 0:
         if wanted == "cuda":
             raise DeviceError("model.device is 'cuda' but resources.gpu is 0: this trial "
                               "has no GPU (set resources.gpu, e.g. 1 or 0.25)")
         hidden = False
-        if (assigned is not None if hide is None else hide) and not torch.cuda.is_initialized():
+        torch = sys.modules.get("torch")  # not imported yet: CUDA cannot have started
+        cuda_started = torch is not None and torch.cuda.is_initialized()
+        if (assigned is not None if hide is None else hide) and not cuda_started:
             os.environ["CUDA_VISIBLE_DEVICES"] = ""
             hidden = True
         placement = Placement("cpu", tuple(assigned or ()), 0.0, None, hidden)
@@ -92,6 +94,8 @@ def place_trial(config: ChainConfig, *, gpus: float, assigned: list[str] | None,
     ids = tuple(assigned) if assigned is not None else ("?",)
     if wanted in (None, "cpu"):  # a numpy family, or cpu asked for: the share goes unused
         return config, Placement("cpu", ids, gpus, None, False)
+    import torch
+
     if torch.version.cuda is None:
         raise DeviceError(f"resources.gpu is {gpus:g} but torch {torch.__version__} on this "
                           "node is a CPU-only build: install the CUDA build (PyPI's "
