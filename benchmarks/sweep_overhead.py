@@ -68,7 +68,8 @@ to the earliest generation-0 TensorBoard event of its trials.
 
 **Profile** (rows `profile: ...`): the Ray workers run a set-up hook
 (`benchmarks/sweep_probe.py`) that records each trial process's start (from /proc), its
-imports of the project and torch, and per trial the entry into `run_trial`, each
+imports of Tune and the project (torch only where the family uses it: the GPT case imports
+it in its first trial; an analytic trial never does since 2026-12-02), and per trial the entry into `run_trial`, each
 generation, and the seconds spent opening the chain (config, held-out set, ledger `start`),
 in per-generation checkpoints, in intermediate Tune reports and in the final record (table,
 TensorBoard summary, ledger `done`); the final report does not return (Tune ends the trial),
@@ -283,7 +284,7 @@ def _first_generation_note(t: dict[str, float]) -> str:
             f"{t['ray_line']:.1f} s in: {before:.1f} s for Python, the CLI's imports and the "
             f"run's checks, then ray.init (the driver's imports in a thread beside it); the "
             f"first generation {t['first'] - t['ray_line']:.1f} s after that line: Tune's "
-            "start, the trial process's imports (Tune, torch, the project) and generation 0")
+            "start, the trial process's imports (Tune, the project) and generation 0")
 
 
 def measure(config: ChainConfig, trials: int, *, chunk: int, bare_trials: int,
@@ -355,8 +356,8 @@ def _explain(m: dict[str, Any]) -> str:
             f"{ideal:.1f} s; with no per-trial cost at all, {startup:.1f} s of start-up alone "
             f"caps the efficiency at {ideal / (ideal + startup):.2f}): {ph[p.BOOT]:.1f} s for "
             "each trial process to boot "
-            f"Ray's worker, {ph[p.IMPORTS]:.1f} s of imports in it (Tune, torch, TensorBoard's "
-            "writer, the project), the rest Tune's set-up and generation 0. Warm, a worker slot "
+            f"Ray's worker, {ph[p.IMPORTS]:.1f} s of imports in it (Tune, the project; "
+            "torch in a torch family's first trial), the rest Tune's set-up and generation 0. Warm, a worker slot "
             f"takes {ph[p.SLOT]:.3f} s per trial for {per_chain:.3f} s of chain work: "
             f"{in_trial:.3f} s "
             "of the trial's own bookkeeping (opening, checkpoints, reports, final record), "

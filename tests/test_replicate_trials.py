@@ -193,7 +193,7 @@ print("torch" in sys.modules)
 
 
 def test_a_numpy_family_trial_never_imports_torch(tmp_path):
-    # ~1.8 s and ~300 MB less for each trial process; its TensorBoard run and checkpoints
+    # ~2 s and ~180 MB less for each trial process; its TensorBoard run and checkpoints
     # are complete all the same
     import subprocess
     import sys
