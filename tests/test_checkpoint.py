@@ -179,6 +179,15 @@ def test_tensors_and_integer_keys_take_the_torch_format(tmp_path):
     clone.load_state_dict(back["optimizer"])
 
 
+def test_arrays_safetensors_lacks_take_the_torch_format(tmp_path):
+    save_checkpoint(tmp_path, {"z": np.array([1 + 2j, 3j]), "x": np.arange(3.0)})
+    assert (tmp_path / CHECKPOINT_FILE).read_bytes().startswith(
+        b"collapse-sweep checkpoint sha256=")
+    back = load_checkpoint(tmp_path)
+    assert back["z"].dtype == np.complex128
+    np.testing.assert_array_equal(back["z"], [1 + 2j, 3j])
+
+
 NO_TORCH = """
 import sys
 import numpy as np

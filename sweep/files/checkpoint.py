@@ -53,6 +53,10 @@ def _contiguous(array: np.ndarray) -> np.ndarray:
     return array if array.flags.c_contiguous else array.copy(order="C")
 
 
+#: Array types safetensors stores (others, e.g. complex128 or strings, go the torch way).
+_DTYPES = frozenset(np.dtype(t) for t in (
+    np.bool_, np.int8, np.uint8, np.int16, np.uint16, np.int32, np.uint32, np.int64, np.uint64,
+    np.float16, np.float32, np.float64, np.complex64))
 #: Values JSON holds as they are (exact types: a float subclass such as np.float64 also is).
 _PLAIN = frozenset({str, int, float, bool, type(None), np.float64})
 
@@ -68,6 +72,8 @@ def _to_json(obj: Any, arrays: dict[str, np.ndarray]) -> Any:
     if isinstance(obj, list | tuple):
         return [v if type(v) in _PLAIN else _to_json(v, arrays) for v in obj]
     if isinstance(obj, np.ndarray):
+        if obj.dtype not in _DTYPES:
+            raise _NotJson(f"an array of {obj.dtype}")
         name = str(len(arrays))
         arrays[name] = _contiguous(obj)
         return {_ARRAY: name}
@@ -142,7 +148,7 @@ def save_checkpoint(directory: str | Path, state: dict[str, Any]) -> Path:
     The numpy format unless the state holds what only torch's stores (see the module)."""
     try:
         magic, payload = _MAGIC_NUMPY, _numpy_payload(state)
-    except _NotJson:  # a tensor (torch families), an optimizer's integer keys
+    except _NotJson:  # a tensor (torch families), an optimizer's integer keys, complex128
         magic, payload = _MAGIC, _torch_payload(state)
     header = magic + hashlib.sha256(payload).hexdigest().encode() + b"\n"
     return write_bytes(Path(directory) / CHECKPOINT_FILE, header + payload, previous=PREVIOUS_FILE)
