@@ -106,3 +106,12 @@ def cli_chain(args: list[str], out: Path) -> pd.DataFrame:
                           cwd=ROOT, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return pd.read_parquet(out / "generations.parquet")
+
+
+def loads_torch(script: str, *args: str) -> bool:
+    """Whether ``script`` (run in a new Python with ``args``; it must succeed) imported torch:
+    the driver and the trials of numpy families must not (~2 s and ~180 MB a process)."""
+    code = f"{script}\nimport sys\nprint('torch' in sys.modules)\n"
+    out = subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True,
+                         text=True, check=True)
+    return out.stdout.strip().splitlines()[-1] == "True"
