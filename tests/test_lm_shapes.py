@@ -154,9 +154,10 @@ def covered(pool) -> dict[str, list[float]]:
 
 
 def test_oracle_lowers_the_gap_on_a_language_the_model_covers(covered):
-    """Where the model's samples cover the language, the density-ratio oracle (10 candidates
-    per slot, Gumbel sampling by p_truth / p_model) lowers the real-NLL gap, as it does on
-    the Gaussian; on the default language it does not (see the test above).
+    """Where the model's samples cover the language and each synthetic row starts from a real
+    2-token prompt, the density-ratio oracle (10 candidates per slot, Gumbel sampling by
+    p_truth / p_model) lowers the real-NLL gap, as it does on the Gaussian; on the default
+    language it does not (see the test above).
 
     Recorded real-NLL gap (%) at generation 5, seeds 0 / 1 / 2 with torch's default threads
     on the 2-core CI machine, then seeds 0-5 with OMP_NUM_THREADS=1 (float summation order
@@ -165,13 +166,19 @@ def test_oracle_lowers_the_gap_on_a_language_the_model_covers(covered):
       oracle             8.1  9.6 15.3 |  9.3 13.0 14.4 12.4  9.1 13.2
       prompted          13.5 13.2 13.2 | 12.0 10.4 15.1 14.1  9.4 14.8
       prompted + oracle  2.8  5.2  7.8 |  6.2  4.2  4.8  6.3  4.8  5.6
-    Unprompted, the oracle's gain is 7.8 points on average (sd 3.8, so sd 2.2 for a mean of
-    three seeds): the test asks for 3 points on the mean. Prompted, the gain is 7.6 points
-    (sd 2.1, the smallest 4.6): the test asks for 2.3 points on every seed, and the curated
-    gap stays under 10% (the largest of nine was 7.8%).
+    Prompted, the gain is 7.6 points (sd 2.1, the smallest 4.6): the test asks for 2.3
+    points on every seed, and the curated gap stays under 10% (the largest of nine was 7.8%).
+
+    Unprompted, the gain is real but too noisy for three seeds, so it is not asserted: the
+    nine draws above gave 7.8 points (sd 3.8), but on another CPU (AMD EPYC, AVX2 only;
+    2026-12-02) seeds 0-11, one thread each, gave (none -> oracle)
+      11.8->13.4 18.1->11.6 17.3->13.3 10.9->15.0 14.7->9.1 17.1->20.4
+      19.8->10.8 13.8->9.1 19.4->21.2 20.3->7.1 17.0->5.0 13.5->9.4
+    a gain of 4.1 points (sd 5.8, four seeds of twelve worse): the mean of three seeds has
+    sd 3.3, so no threshold above zero holds on both machines with a false failure rate
+    near 1% (the earlier 3-point bound failed there, 2.9 on seeds 0-2). Showing it needs
+    ~12 seeds per arm (2.33 x 5.8 / sqrt(12) = 3.9 < 4.1), ~7 minutes of this suite.
     """
-    none, oracle = np.array(covered["none"]), np.array(covered["oracle"])
-    assert oracle.mean() < none.mean() - 0.03
     prompted, prompted_oracle = np.array(covered["prompted"]), np.array(covered["prompted_oracle"])
     assert (prompted_oracle < prompted - 0.023).all()
     assert prompted_oracle.max() < 0.1  # within a few percent of generation 0
