@@ -4,9 +4,10 @@ Used by ``benchmarks/sweep_overhead.py`` only; production code reads nothing of 
 
 - In each Ray worker (``install`` is the worker set-up hook, enabled by ``PROBE_ENV``): the
   process's start time, how long the project's imports took there (the trainable's module
-  and the engine; torch only in a torch family's first trial), and per trial the moment ``run_trial`` was entered, each generation's end, and
-  the seconds spent in checkpoints, Tune reports and the trial's final record. One JSON
-  line per event in ``<dir>/<pid>.jsonl``.
+  and the engine; torch only in a torch family's first trial), and per trial the moment
+  ``run_trial`` was entered, each generation's end, and the seconds spent in checkpoints,
+  Tune reports and the trial's final record. One JSON line per event in
+  ``<dir>/<pid>.jsonl``.
 - In the driver (``DriverProbe``, a context manager): seconds spent in the sweep's Tune
   callback (results, board, status), in Optuna ask/tell, in results rewrites, in Tune's
   experiment-state saves, and the driver's CPU time.

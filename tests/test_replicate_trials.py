@@ -203,11 +203,14 @@ def test_a_numpy_family_trial_never_imports_torch(tmp_path):
     from tests.processes import loads_torch
 
     assert not loads_torch(NO_TORCH_TRIAL, str(tmp_path))
-    for seed_dir in sorted((tmp_path / "trials" / "t" / "tb").glob("seed_*")):
+    seed_dirs = sorted((tmp_path / "trials" / "t" / "tb").glob("seed_*"))
+    ckpt_dirs = sorted((tmp_path / "trials" / "t" / "ckpt").iterdir())
+    assert [d.name for d in seed_dirs] == [d.name for d in ckpt_dirs] and len(seed_dirs) == 2
+    for seed_dir in seed_dirs:
         acc = EventAccumulator(str(seed_dir), size_guidance={HISTOGRAMS: 0})
         acc.Reload()
         assert [e.step for e in acc.Histograms("tail/test_log_likelihood")] == [0, 1, 2, 3]
         assert set(acc.PluginTagToContent("hparams")) == {
             "_hparams_/experiment", "_hparams_/session_start_info", "_hparams_/session_end_info"}
-    for ckpt in (tmp_path / "trials" / "t" / "ckpt").iterdir():
+    for ckpt in ckpt_dirs:
         assert load_checkpoint(ckpt)["generation"] == 4
