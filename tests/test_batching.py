@@ -34,12 +34,12 @@ from tests.test_faults import (  # noqa: F401 - fixtures
 # --------------------------------------------------------------------------- the sizer
 def test_auto_starts_at_one_then_fills_the_target():
     sizer = BatchSizer("auto", concurrency=2)
-    assert sizer.size(64) == 1  # nothing timed yet
+    assert sizer.size(256) == 1  # nothing timed yet
     for _ in range(3):
         sizer.observe(0.25)
-    assert sizer.size(64) == math.floor(TARGET_S / 0.25) == 8
+    assert sizer.size(256) == math.floor(TARGET_S / 0.25) == 20
     sizer.observe(float("nan"))  # a failed trial's missing time is not a measurement
-    assert sizer.size(64) == 8
+    assert sizer.size(256) == 20
 
 
 def test_auto_keeps_long_trials_single_and_caps_tiny_ones():

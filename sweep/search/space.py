@@ -159,7 +159,7 @@ class SearchSpec(BaseModel):
     batch: int | Literal["auto"] = Field(
         "auto", description="Optuna trials per Tune trial, run one after another in the same "
         "process: each Tune trial costs the driver ~0.1-0.2 s, most of a sub-second chain. "
-        "auto (default): 1 until trials have been timed, then as many as fill ~2 s (at most "
+        "auto (default): 1 until trials have been timed, then as many as fill ~5 s (at most "
         "32, fewer near the end so that the workers finish together); long trials stay 1. "
         "An integer fixes it; 1 turns batching off. Each Optuna trial keeps its own "
         "directory, ledger records, checkpoints and TensorBoard run.")
