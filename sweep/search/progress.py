@@ -43,7 +43,9 @@ PRUNE_AFTER_S = 30.0  # a finished trial's Tune checkpoints are deleted after th
 # are redrawn at most this often while trials finish, and at the end: the driver shares the
 # CPUs with the trials, and redrawing after every short trial cost more than the trial.
 REFRESH_EVERY_S = 5.0
-BOARD_EVERY_S = 30.0  # the Pareto image in RUN_DIR/tb: ~0.5 s of driver CPU per drawing
+# The Pareto image in RUN_DIR/tb (~0.3-0.5 s of driver CPU a drawing): drawn this long after
+# the sweep starts, then as often, and at the end.
+BOARD_EVERY_S = 30.0
 STATUS_EVERY_S = 1.0  # the status line is redrawn at most this often between refreshes
 
 
@@ -95,7 +97,10 @@ class SweepProgress(Callback):
     def _reset(self) -> None:
         self._done_dirs: list[tuple[float, str | None, Any]] = []
         self._stale = False  # trials finished since results.parquet was last written
-        self._refreshed = self._drawn = self._rendered = 0.0
+        self._refreshed = self._rendered = 0.0
+        # the board's first drawing waits BOARD_EVERY_S too: a sweep shorter than that
+        # draws it once, at its end (it was drawn with the first results as well)
+        self._drawn = time.time()
         self._started = time.time()
         self._done_before = 0
         self._live: Any = None
