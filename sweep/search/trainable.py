@@ -4,6 +4,13 @@ Kept apart from the driver (``sweep.search.driver``) so that a trial process, wh
 imports this module to unpickle the trainable, does not import what only the driver uses
 (Optuna and the searcher, the progress display, the trackers): ~0.3 s of CPU less for each
 trial process to start.
+
+A trial process still boots Ray's worker (~1.2-1.7 s) and imports ``ray.tune`` (~1.5 s of
+the ~1.7 s of imports) before its first trial, and that cannot be done ahead in Ray 2.60
+(tried 2026-12-02): Tune creates its trainable actors with a ``runtime_env`` of its own
+(``env_vars``, ``ray/tune/execution/class_cache.py``), so they never take the ``ray::IDLE``
+workers Ray starts at ``ray.init`` (a plain actor does), nor the workers of warm-up tasks
+given that same runtime env.
 """
 
 from __future__ import annotations
