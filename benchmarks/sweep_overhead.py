@@ -37,8 +37,8 @@ generation). **CPU-bound**
 torch held to one thread in the serial loop and the pool, as in a 1-CPU trial). The only
 searched parameter is `seed`, values 0..N-1 visited once each by the grid sampler, with
 `search.seeds: 1`, `search.batch` at its default (`auto`: one Optuna trial per Tune trial
-until trials have been timed, then as many as fill ~5 s (~2 s before 2026-12-02), fewer near the end; profile row
-`Tune trials`), and no confirmation stage (the defaults run 5 chains per trial and re-run
+until trials have been timed, then as many as fill ~5 s (~2 s before 2026-12-02), fewer
+near the end; profile row `Tune trials`), and no confirmation stage (the defaults run 5 chains per trial and re-run
 the 3 cheapest configs on 20 more seeds; before 2026-12-01 this benchmark had inherited
 them), so the sweep, the serial loop and the peer do exactly the same chains. Every trial
 keeps its per-generation checkpoint (a killed worker loses at most one generation) and its

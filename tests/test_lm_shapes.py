@@ -56,6 +56,19 @@ def pool():
 MIXED = {"recursion": {"real_fraction": 0.5}}
 
 
+# The chains on the default language, one per regime or curation: name -> (seed, sections).
+DEFAULT_JOBS = {
+    "replace": (0, {}),
+    "accumulate": (0, {"recursion": {"regime": "accumulate"}}),
+    "subsample": (0, {"recursion": {"regime": "accumulate-subsample"}}),
+    "self": (0, {"curation": {"scorer": "self", "strength": 0.8}}),
+    "likelihood": (0, {"curation": {"scorer": "oracle-likelihood", "strength": 0.5}}),
+    "mixed": (0, MIXED),
+    "mixed_oracle": (0, {**MIXED, "curation": {"scorer": "oracle", "strength": 0.5,
+                                               "selection": "sample"}}),
+}
+
+
 @pytest.fixture(scope="module")
 def submitted(pool) -> dict:
     """Every chain of this module's two fixtures, submitted to the pool at once (no worker
@@ -69,19 +82,6 @@ def submitted(pool) -> dict:
 def runs(submitted) -> dict[str, pd.DataFrame]:
     """Every chain on the default language."""
     return {name: submitted[name].result() for name in DEFAULT_JOBS}
-
-
-# The chains on the default language, one per regime or curation: name -> (seed, sections).
-DEFAULT_JOBS = {
-    "replace": (0, {}),
-    "accumulate": (0, {"recursion": {"regime": "accumulate"}}),
-    "subsample": (0, {"recursion": {"regime": "accumulate-subsample"}}),
-    "self": (0, {"curation": {"scorer": "self", "strength": 0.8}}),
-    "likelihood": (0, {"curation": {"scorer": "oracle-likelihood", "strength": 0.5}}),
-    "mixed": (0, MIXED),
-    "mixed_oracle": (0, {**MIXED, "curation": {"scorer": "oracle", "strength": 0.5,
-                                               "selection": "sample"}}),
-}
 
 
 def gap(df: pd.DataFrame, col: str = "real_nll") -> float:

@@ -4,8 +4,9 @@ HParams sessions and custom-scalar layouts.
 ``torch.utils.tensorboard.summary`` builds the same protos but imports torch (see
 ``sweep.search.trial._set_threads`` for what that cost a trial process), and a trial of an
 analytic family (numpy models) has no other use for torch: its checkpoints are torch-free
-too (``sweep.files.checkpoint``). The builders below write what torch's do, field for field (its ``hparams``, ``histogram``,
-``custom_scalars``, ``text`` and ``image``), from TensorBoard's own protos; TensorBoard and
+too (``sweep.files.checkpoint``). The builders below write what torch's do, field for field
+(its ``hparams``, ``histogram``, ``custom_scalars``, ``text`` and ``image``), from
+TensorBoard's own protos; TensorBoard and
 ``EventAccumulator`` read them as before (``tests/test_events.py`` compares them with
 torch's).
 """

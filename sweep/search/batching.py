@@ -30,9 +30,10 @@ from collections import deque
 from typing import Any
 
 #: A batched Tune trial lasts about this long (its fixed cost is then ~1% of it). 2 s until
-#: 2026-12-02: a sweep of 96 ~0.8-s trials on 2 cores ran in 23-24 Tune trials instead of 52
-#: and its wall time fell 3-4% (A/B twice in one Ray); the driver hears a batch's results
-#: (status line, Optuna) at its end, so the target stays a few seconds.
+#: 2026-12-02: a sweep of 96 ~0.7-0.9-s trials on 2 cores ran in 26-27 Tune trials instead of
+#: 52 and its wall time fell 5-9% (5 s against 2 s, alternated twice in one Ray; 6 s: 3-4%);
+#: the driver hears a batch's results (status line, Optuna) at its end, so the target stays
+#: a few seconds.
 TARGET_S = 5.0
 #: At most this many Optuna trials in one Tune trial.
 MAX_BATCH = 32

@@ -98,10 +98,10 @@ class SweepProgress(Callback):
         self._done_dirs: list[tuple[float, str | None, Any]] = []
         self._stale = False  # trials finished since results.parquet was last written
         self._refreshed = self._rendered = 0.0
+        self._started = time.time()
         # the board's first drawing waits BOARD_EVERY_S too: a sweep shorter than that
         # draws it once, at its end (it was drawn with the first results as well)
-        self._drawn = time.time()
-        self._started = time.time()
+        self._drawn = self._started
         self._done_before = 0
         self._live: Any = None
         self._board: Any = None
