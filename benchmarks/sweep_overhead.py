@@ -342,7 +342,11 @@ def _explain(m: dict[str, Any]) -> str:
 
     ph = m["phases"]
     per_chain = m["serial"] / m["trials"]
-    in_trial = sum(v for k, v in ph.items() if k.startswith("per trial: "))
+    # the trial's own bookkeeping: the per-trial rows, the opening less the chain's
+    # construction (its own row: the serial chain time counts it as well)
+    build = f"per trial: {p.BUILD_LABEL}"
+    in_trial = sum(v for k, v in ph.items() if k.startswith("per trial: ") and k != build)
+    in_trial -= ph.get(build, 0.0)
     driver = {k[len("driver per trial: "):]: v for k, v in ph.items()
               if k.startswith("driver per trial: ")}
     biggest = max(driver, key=driver.get) if driver else "?"
@@ -360,7 +364,8 @@ def _explain(m: dict[str, Any]) -> str:
             "torch in a torch family's first trial), the rest Tune's set-up and generation 0. Warm, a worker slot "
             f"takes {ph[p.SLOT]:.3f} s per trial for {per_chain:.3f} s of chain work: "
             f"{in_trial:.3f} s "
-            "of the trial's own bookkeeping (opening, checkpoints, reports, final record), "
+            "of the trial's own bookkeeping (opening less the chain's construction, "
+            "checkpoints, reports, final record), "
             f"{ph[p.DRIVER_TURN]:.3f} s waiting for the driver's turn (Tune's result handling, "
             f"Optuna tell, callbacks, stopping the trial), {ph[p.NEXT_TRIAL]:.3f} s to start "
             "the next; the rest is the chain running slower beside the other trial (a trial's "

@@ -55,6 +55,10 @@ def test_sweep_overhead_quick_records() -> None:
     serial = next(r for r in records if r["name"] == "serial chain time per trial")
     assert all(f" s {where}" in serial["note"] for where in (
         "before the pool", "between the pool and Tune", "after Tune"))
+    # the chain's construction is timed inside the opening (it is chain work, not overhead)
+    opening = next(r for r in records if r["name"].startswith("profile: per trial: opening"))
+    build = next(r for r in records if "building the chain" in r["name"])
+    assert 0 < build["value"] <= opening["value"]
 
 
 def test_check_records_rejects_malformed() -> None:
