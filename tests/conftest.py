@@ -28,9 +28,9 @@ def ray_session(faults_dir):
 
     # The driver's Tune settings (sweep.search.rayinit.DRIVER_ENV): Ray's own table off, Tune's
     # experiment state (never read back) saved once a minute.
-    from sweep.search.rayinit import DRIVER_ENV
+    from sweep.search.rayinit import DRIVER_ENV, LOCAL_RAY_ENV
 
-    for key, value in DRIVER_ENV.items():
+    for key, value in {**DRIVER_ENV, **LOCAL_RAY_ENV}.items():  # no idle workers at start
         os.environ.setdefault(key, value)
     root = str(Path(__file__).resolve().parents[1])
     plugins = str(Path(__file__).resolve().parent / "plugins")  # a family from outside sweep/

@@ -124,20 +124,31 @@ def test_a_new_threads_chain_reuses_memory_with_one_arena():
 
 def test_a_local_ray_starts_with_the_worker_environment(monkeypatch):
     """start_ray's local Ray (whose processes the trial processes inherit their environment
-    from) starts with WORKER_ENV; the driver's own environment is as it was after; a value
-    the user set wins; COLLAPSE_SWEEP_KEEP_MEMORY=0 adds nothing."""
+    from) starts with WORKER_ENV and LOCAL_RAY_ENV; the driver's own environment is as it
+    was after; a value the user set wins; COLLAPSE_SWEEP_KEEP_MEMORY=0 adds nothing."""
     from sweep.search import rayinit
 
     seen: list[str | None] = []
+    prestart: list[str | None] = []  # LOCAL_RAY_ENV: no idle workers started at ray.init
     for key, value in rayinit.DRIVER_ENV.items():  # start_ray sets them: restored after
         monkeypatch.setenv(key, os.environ.get(key, value))
+
+    def init(**kwargs):
+        seen.append(os.environ.get("MALLOC_ARENA_MAX"))
+        prestart.append(os.environ.get("RAY_prestart_worker_first_driver"))
+
     monkeypatch.setattr(rayinit.ray, "is_initialized", lambda: False)
-    monkeypatch.setattr(rayinit.ray, "init",
-                        lambda **kwargs: seen.append(os.environ.get("MALLOC_ARENA_MAX")))
+    monkeypatch.setattr(rayinit.ray, "init", init)
     monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
     monkeypatch.delenv("COLLAPSE_SWEEP_KEEP_MEMORY", raising=False)
+    monkeypatch.delenv("RAY_prestart_worker_first_driver", raising=False)
     assert rayinit.start_ray(None)
     assert seen == ["1"] and "MALLOC_ARENA_MAX" not in os.environ
+    assert prestart == ["0"] and "RAY_prestart_worker_first_driver" not in os.environ
+    monkeypatch.setenv("RAY_prestart_worker_first_driver", "1")
+    rayinit.start_ray(None)
+    assert prestart[-1] == "1"
+    monkeypatch.delenv("RAY_prestart_worker_first_driver")
     monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
     rayinit.start_ray(None)
     assert seen[-1] == "4" and os.environ["MALLOC_ARENA_MAX"] == "4"
