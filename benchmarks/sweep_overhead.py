@@ -442,6 +442,12 @@ def _records(m: dict[str, Any], prefix: str, *, cpu_bound: bool) -> list[dict[st
 
 
 def run(quick: bool) -> list[dict[str, Any]]:
+    import ray
+
+    if ray.is_initialized():  # its workers lack the probe's hook: every profile row would be 0
+        raise RuntimeError("sweep_overhead starts and times its own Ray, and this process "
+                           "already has one: run it in a fresh process "
+                           "(python -m benchmarks.run_all --only sweep_overhead)")
     # Short: 256 trials of ~0.4 s (overhead-bound). CPU-bound: 32 small-GPT trials of ~3.5 s
     # (10 generations of ~0.35 s), where the per-trial cost amortises. Values: (config,
     # trials, trials also timed by run_trial without Ray).

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
 import sys
 from pathlib import Path
 
@@ -42,10 +43,17 @@ def test_piece_quick_records(name: str) -> None:
 
 
 @pytest.mark.slow
-def test_sweep_overhead_quick_records() -> None:
-    from benchmarks import sweep_overhead
-
-    records = sweep_overhead.run(True)
+def test_sweep_overhead_quick_records(tmp_path) -> None:
+    # As a user runs it, in its own process: it starts and times its own Ray, which a Ray
+    # left up in this test session (the shared fixture) would otherwise stand in for.
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-m", "benchmarks.run_all", "--quick", "--only",
+                           "sweep_overhead", "--out", str(tmp_path)], cwd=root,
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    piece = json.loads((tmp_path / "results.json").read_text())["pieces"]["sweep_overhead"]
+    assert piece["quick"] and not piece.get("error")
+    records = piece["records"]
     _check(records)
     failed = next(r for r in records if r["name"] == "failed trials")
     assert failed["value"] == 0
@@ -59,6 +67,16 @@ def test_sweep_overhead_quick_records() -> None:
     opening = next(r for r in records if r["name"].startswith("profile: per trial: opening"))
     build = next(r for r in records if "building the chain" in r["name"])
     assert 0 < build["value"] <= opening["value"]
+
+
+def test_sweep_overhead_refuses_a_ray_it_did_not_start(monkeypatch) -> None:
+    import ray
+
+    from benchmarks import sweep_overhead
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: True)
+    with pytest.raises(RuntimeError, match="its own Ray"):
+        sweep_overhead.run(True)
 
 
 def test_check_records_rejects_malformed() -> None:
