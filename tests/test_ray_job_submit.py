@@ -34,13 +34,16 @@ PORT_FLAGS = ("--port", "--dashboard-port", "--ray-client-server-port", "--node-
               "--object-manager-port", "--metrics-export-port", "--dashboard-agent-listen-port",
               "--dashboard-agent-grpc-port", "--runtime-env-agent-port")
 
+#: Ports for the head's worker processes (Ray's driver, job supervisors and their workers).
+WORKER_PORTS = 21
+
 
 def _local(cmd: str) -> str:
     """A cluster.yaml command with the node's venv replaced by this interpreter's."""
     return cmd.replace("~/venv/bin/", f"{BIN}/")
 
 
-def _head_start(temp_dir: str, ports: dict[str, int]) -> str:
+def _head_start(temp_dir: str, ports: dict[str, int], workers: list[int]) -> str:
     (cmd,) = [c for c in CLUSTER["head_start_ray_commands"] if "ray start" in c]
     cmd = _local(cmd)
     for flag in ("--head", "--num-cpus=0", "--dashboard-host=127.0.0.1"):
@@ -48,9 +51,9 @@ def _head_start(temp_dir: str, ports: dict[str, int]) -> str:
     cmd = cmd.replace(" --autoscaling-config=~/ray_bootstrap_config.yaml", "")
     cmd = re.sub(r"--port=\d+", "", cmd)
     extra = " ".join(f"{flag}={port}" for flag, port in ports.items())
-    lo = free_ports(1)[0]
-    hi = lo + 20
-    return (f"{cmd} {extra} --min-worker-port={lo} --max-worker-port={hi} "
+    # the workers' ports picked free with the others (a --min/max-worker-port range of
+    # consecutive ports once held the metrics port picked for this very head)
+    return (f"{cmd} {extra} --worker-port-list={','.join(map(str, workers))} "
             f"--temp-dir={temp_dir} --disable-usage-stats")
 
 
@@ -67,9 +70,11 @@ def head():
         subprocess.run(_local(cmd), shell=True, check=True, env=env, capture_output=True)
     token = head_home / ".ray" / "auth_token"
     names = [f.lstrip("-").replace("-", "_") for f in PORT_FLAGS]
-    ports = dict(zip(PORT_FLAGS, free_ports(len(PORT_FLAGS)), strict=True))
+    picked = free_ports(len(PORT_FLAGS) + WORKER_PORTS)
+    ports = dict(zip(PORT_FLAGS, picked, strict=False))
     try:
-        start = subprocess.run(["bash", "-c", _head_start(temp_dir, ports)], env=env,
+        start = subprocess.run(["bash", "-c", _head_start(temp_dir, ports,
+                                                          picked[len(PORT_FLAGS):])], env=env,
                                capture_output=True, text=True, timeout=180)
         assert start.returncode == 0, start.stdout[-2000:] + start.stderr[-2000:]
         yield {"temp_dir": temp_dir, "token": token, "ports": dict(zip(names, ports.values(),
