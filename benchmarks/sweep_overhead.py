@@ -77,7 +77,13 @@ so `final report to the trial's end` is the driver's turn: Tune's result handlin
 tell, the callbacks, stopping the trial. The driver wraps its own steps and times them:
 Optuna ask and tell (the run's `optuna.journal`), the sweep's Tune callback, results rewrites, Tune's
 experiment-state saves; `driver CPU per trial` is the benchmark process's CPU time over the
-sweep. Per-trial rows are totals divided by the trials.
+sweep. Per-trial rows are totals divided by the trials. The `CPU per trial` rows split the
+cores' time during the Tune sweep (they add up to 2 x wall / trials): the trials' threads
+(`time.thread_time` around `run_trial`), the rest of the trial processes (their whole CPU
+time: boot, imports, Ray's threads), the driver, Ray's own processes (raylet, GCS, dashboard,
+agents: psutil, before and after), other processes with what the rest misses (from the
+machine's busy time in /proc/stat), and idle cores; against `run_trial`'s wall time, the
+trial thread's CPU tells waiting for a core from running slower.
 
 **Ledger lookups** (rows `ledger lookup ...`): a trial asks the ledger whether its chain is done
 or started before it runs; in a sweep 3,000 trials in (9,000 records), the mean time of one
@@ -194,13 +200,13 @@ def trial_vs_chain(config: ChainConfig, seeds: list[int]) -> tuple[float, float]
             threadpool_limits(1, user_api="blas"):
         run_dir = Path(tmp)
         (run_dir / "sweep.yaml").write_text(dump_config(config))
-        run_trial(run_dir, {"seed": 10**6}, trial_id="warm", number=-1, node="local",
-                  report=lambda metrics, ckpt: None)
+        # the sweep's config parsed once, as a trial process does (``trainable._sweep_config``)
+        run = {"node": "local", "report": lambda metrics, ckpt: None, "base": config}
+        run_trial(run_dir, {"seed": 10**6}, trial_id="warm", number=-1, **run)
         t_trial, t_chain = [], []
         for s in seeds:
             t0 = time.perf_counter()
-            run_trial(run_dir, {"seed": s}, trial_id=f"t{s}", number=s, node="local",
-                      report=lambda metrics, ckpt: None)
+            run_trial(run_dir, {"seed": s}, trial_id=f"t{s}", number=s, **run)
             t_trial.append(time.perf_counter() - t0)
             t0 = time.perf_counter()
             _chain_objectives(config, s)
@@ -211,17 +217,18 @@ def trial_vs_chain(config: ChainConfig, seeds: list[int]) -> tuple[float, float]
 def tune_sweep(config: ChainConfig, storage: Path, probe_dir: Path
                ) -> tuple[float, pd.DataFrame, dict[str, Any]]:
     """The Tune sweep's wall time, its results and its phase profile (``sweep_probe``)."""
-    from benchmarks.sweep_probe import DriverProbe, profile
+    from benchmarks.sweep_probe import DriverProbe, MachineProbe, machine_cpu, profile
     from sweep.search.driver import run_sweep
 
     for old in probe_dir.glob("*.jsonl"):  # the trial processes of an earlier sweep
         old.unlink()
-    with DriverProbe() as driver:
+    with MachineProbe() as machine, DriverProbe() as driver:
         started = time.time()
         t0 = time.perf_counter()
         run_dir = run_sweep(config, name=config.name, storage=str(storage), progress=False)
         wall = time.perf_counter() - t0
     phases = profile(probe_dir, started, driver, trials=config.search["trials"])
+    phases.update(machine_cpu(probe_dir, machine, trials=config.search["trials"]))
     from sweep.files.study import load_study
 
     study = load_study(Path(run_dir), config.name)
@@ -377,7 +384,7 @@ def _explain(m: dict[str, Any]) -> str:
             f"the records): run_trial without Ray took {m['bare_trial']:.3f} s for "
             f"{m['bare_chain']:.3f} s of the same chains, so a scheduler that cost nothing, "
             f"splitting the trials as the pool does, would reach at most {ceiling:.2f}; "
-            f"Tune reached {_efficiency(m, 'wall'):.2f}.")
+            f"Tune reached {_efficiency(m, 'wall'):.2f}.{_cores(m)}")
 
 
 def _overhead_parts(m: dict[str, Any], overhead: float) -> str:
@@ -389,7 +396,33 @@ def _overhead_parts(m: dict[str, Any], overhead: float) -> str:
             "minus run_chain on the same seeds: a checkpoint and a TensorBoard event every "
             f"generation, the table, the ledger), {side_by_side:.3f} s what two chains side "
             "by side cost each other (the plain pool's per-trial overhead, same run), "
-            f"{rest:.3f} s the rest: Tune, Ray and the driver sharing the 2 cores")
+            f"{rest:.3f} s the rest: Tune, Ray and the driver sharing the 2 cores.{_cores(m)}")
+
+
+def _unit(phase: str) -> str:
+    if phase in ("trial processes", TUNE_TRIALS):
+        return "count"
+    return "core-s" if phase.startswith("CPU per trial") else "s"
+
+
+def _cores(m: dict[str, Any]) -> str:
+    """Where the cores' time went during the Tune sweep, per trial (the probe's CPU rows)."""
+    from benchmarks import sweep_probe as p
+
+    ph = m["phases"]
+    if p.CPU_THREADS not in ph:
+        return ""
+    per_chain = m["serial"] / m["trials"]
+    threads, wall = ph[p.CPU_THREADS], ph[p.RUN_TRIAL_WALL]
+    parts = ", ".join(f"{name[len('CPU per trial: '):]} {ph[name]:.3f}" for name in (
+        p.CPU_TRIAL_REST, p.CPU_DRIVER, p.CPU_RAY, p.CPU_OTHER, p.CPU_IDLE))
+    return (f" Where the {WORKERS} cores went during the sweep, core-s per trial (they add up "
+            f"to {WORKERS} x wall / trials = {WORKERS * m['wall'] / m['trials']:.3f}): the trials' "
+            f"threads {threads:.3f} (the same chains alone: {per_chain:.3f} s, so "
+            f"{threads - per_chain:+.3f} of bookkeeping, a torch family's import in its first "
+            "trial and slower running side by side), "
+            f"{parts}. A trial's thread got {threads:.3f} s of CPU in {wall:.3f} s of run_trial: "
+            f"{wall - threads:.3f} s waiting for a core (or the GIL).")
 
 
 def _chunks(m: dict[str, Any]) -> str:
@@ -436,8 +469,7 @@ def _records(m: dict[str, Any], prefix: str, *, cpu_bound: bool) -> list[dict[st
         record(f"{prefix}optuna+pool parallel efficiency (2 workers)", peer_eff, "ratio"),
         record(f"{prefix}tune wall / optuna+pool wall", m["wall"] / m["peer"], "ratio"),
         record(f"{prefix}failed trials", m["failed"], "trials", target="0", met=m["failed"] == 0),
-        *[record(f"{prefix}profile: {name}", value, "count" if name in ("trial processes", TUNE_TRIALS) else "s")
-          for name, value in phases.items()],
+        *[record(f"{prefix}profile: {name}", value, _unit(name)) for name, value in phases.items()],
     ]
 
 

@@ -36,6 +36,14 @@ DRIVER_TURN = "final report to the trial's end (median; the driver's turn)"
 NEXT_TRIAL = "trial's end to the next trial on the same process (median)"
 SLOT = "warm trial slot (mean time between trial ends on a reused process)"
 DRIVER_CPU = "driver CPU per trial"
+RUN_TRIAL_WALL = "run_trial's wall time per trial, in the trial process"
+#: Core-seconds per trial during the Tune sweep, by who spent them (``machine_cpu``).
+CPU_THREADS = "CPU per trial: the trials' threads (run_trial)"
+CPU_TRIAL_REST = "CPU per trial: the rest of the trial processes (boot, imports, Ray's threads)"
+CPU_DRIVER = "CPU per trial: the driver (Tune, Optuna, callbacks)"
+CPU_RAY = "CPU per trial: Ray's own processes (raylet, GCS, dashboard, agents)"
+CPU_OTHER = "CPU per trial: other processes (and any that came and went)"
+CPU_IDLE = "CPU per trial: idle cores"
 #: Part of the opening row: the chain's construction, which run_chain does too.
 BUILD_LABEL = "of the opening, building the chain (held-out set, model; as run_chain does)"
 
@@ -100,11 +108,15 @@ def install() -> None:
     run_trial = trainable.run_trial
 
     def run_trial_logged(*args: Any, **kwargs: Any) -> Any:
-        log("enter", trial=kwargs.get("trial_id"))
+        # CPU seconds of the trial's thread and of its whole process (Ray's threads, the
+        # imports): against the wall time, they tell waiting for a core from running slower
+        log("enter", trial=kwargs.get("trial_id"), cpu=time.thread_time(),
+            process_cpu=time.process_time())
         try:
             return run_trial(*args, **kwargs)
         finally:
-            log("exit", trial=kwargs.get("trial_id"))
+            log("exit", trial=kwargs.get("trial_id"), cpu=time.thread_time(),
+                process_cpu=time.process_time())
 
     trainable.run_trial = run_trial_logged
 
@@ -179,6 +191,63 @@ class DriverProbe:
             setattr(owner, name, original)
 
 
+class MachineProbe:
+    """Where the machine's CPU time went while a sweep ran (a context manager): all cores'
+    busy and idle seconds (/proc/stat), the driver's, and each process alive at both ends
+    (Ray's own: raylet, GCS, dashboard and agents; and any other). Trial processes start
+    and end inside the sweep: their CPU comes from the probe's own records instead."""
+
+    def __enter__(self) -> MachineProbe:
+        self._stat, self._procs = _cpu_stat(), _process_cpu()
+        self._driver = time.process_time()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        busy, idle = (b - a for a, b in zip(self._stat, _cpu_stat(), strict=True))
+        self.busy, self.idle = busy, idle
+        self.driver = time.process_time() - self._driver
+        self.ray = self.other = 0.0
+        self.pids: dict[int, float] = {}  # seconds per process alive at both ends
+        for key, (name, seconds) in _process_cpu().items():
+            if key in self._procs and key[0] != os.getpid():
+                spent = seconds - self._procs[key][1]
+                self.pids[key[0]] = spent
+                if _is_ray(name):
+                    self.ray += spent
+                else:
+                    self.other += spent
+
+
+def _cpu_stat() -> tuple[float, float]:
+    """All cores' busy and idle seconds since boot (idle counts iowait)."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    tick = os.sysconf("SC_CLK_TCK")
+    idle = fields[3] + fields[4]
+    busy = sum(fields[:8]) - idle  # user nice system idle iowait irq softirq steal
+    return busy / tick, idle / tick
+
+
+def _process_cpu() -> dict[tuple[int, float], tuple[str, float]]:
+    """(pid, start time) -> (name and command line, user + system CPU seconds), every process."""
+    import psutil
+
+    out = {}
+    for proc in psutil.process_iter(["name", "cmdline", "create_time", "cpu_times"]):
+        info = proc.info
+        if info["cpu_times"] is None or info["create_time"] is None:
+            continue  # gone, or not ours to read
+        name = " ".join([info["name"] or "", *(info["cmdline"] or [])[:3]])
+        out[(proc.pid, info["create_time"])] = (name, info["cpu_times"].user
+                                                + info["cpu_times"].system)
+    return out
+
+
+def _is_ray(name: str) -> bool:
+    return any(k in name for k in ("raylet", "gcs_server", "ray/", "ray::", "dashboard",
+                                   "log_monitor", "runtime_env", "monitor.py"))
+
+
 # --------------------------------------------------------------------------- the profile
 def events(directory: Path) -> dict[int, list[dict[str, Any]]]:
     out = {}
@@ -203,6 +272,35 @@ def first_generation_of_run(run_dir: Path) -> float | None:
 
 def _median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
+
+
+def machine_cpu(directory: Path, machine: MachineProbe, trials: int) -> dict[str, float]:
+    """Core-seconds per trial during the sweep, by who spent them; they add up to the cores
+    times the sweep's wall time over the trials."""
+    procs = {pid: rows for pid, rows in events(directory).items()
+             if any(r["ev"] == "exit" for r in rows)}
+    threads = process = wall = 0.0
+    for pid, rows in procs.items():
+        opened: dict[Any, dict[str, Any]] = {}
+        for r in rows:
+            if r["ev"] == "enter" and "cpu" in r:
+                opened[r["trial"]] = r
+            elif r["ev"] == "exit" and r["trial"] in opened:
+                entered = opened.pop(r["trial"])
+                threads += r["cpu"] - entered["cpu"]
+                wall += r["t"] - entered["t"]
+        # the process's whole CPU to its last trial's end (from its start: it began in the
+        # sweep), unless it was alive before the sweep too: then what the machine probe saw
+        last = max(r.get("process_cpu", 0.0) for r in rows if r["ev"] == "exit")
+        process += machine.pids.get(pid, last)
+    ray = machine.ray - sum(v for p, v in machine.pids.items() if p in procs)
+    accounted = process + machine.driver + ray + machine.other
+    per = 1 / max(trials, 1)
+    return {RUN_TRIAL_WALL: wall * per, CPU_THREADS: threads * per,
+            CPU_TRIAL_REST: (process - threads) * per,
+            CPU_DRIVER: machine.driver * per, CPU_RAY: max(ray, 0.0) * per,
+            CPU_OTHER: (machine.other + max(machine.busy - accounted, 0.0)) * per,
+            CPU_IDLE: machine.idle * per}
 
 
 def profile(directory: Path, started: float, driver: DriverProbe, trials: int) -> dict[str, Any]:

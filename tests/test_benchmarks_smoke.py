@@ -67,6 +67,13 @@ def test_sweep_overhead_quick_records(tmp_path) -> None:
     opening = next(r for r in records if r["name"].startswith("profile: per trial: opening"))
     build = next(r for r in records if "building the chain" in r["name"])
     assert 0 < build["value"] <= opening["value"]
+    # where the cores went: every part measured, and together the cores' time in the sweep
+    # (the probe's window holds the sweep plus two scans of the process table)
+    cpu = [r["value"] for r in records if r["name"].startswith("profile: CPU per trial")]
+    assert len(cpu) == 6 and all(v >= 0 for v in cpu)
+    wall = next(r["value"] for r in records if r["name"] == "tune sweep wall")
+    trials = next(r["value"] for r in records if r["name"] == "trials")
+    assert 0.9 <= sum(cpu) / (2 * wall / trials) <= 1.25
 
 
 def test_sweep_overhead_refuses_a_ray_it_did_not_start(monkeypatch) -> None:
