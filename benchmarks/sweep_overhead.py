@@ -79,11 +79,11 @@ Optuna ask and tell (the run's `optuna.journal`), the sweep's Tune callback, res
 experiment-state saves; `driver CPU per trial` is the benchmark process's CPU time over the
 sweep. Per-trial rows are totals divided by the trials. The `CPU per trial` rows split the
 cores' time during the Tune sweep (they add up to 2 x wall / trials): the trials' threads
-(`time.thread_time` around `run_trial`), the rest of the trial processes (their whole CPU
-time: boot, imports, Ray's threads), the driver, Ray's own processes (raylet, GCS, dashboard,
-agents: psutil, before and after), other processes with what the rest misses (from the
-machine's busy time in /proc/stat), and idle cores; against `run_trial`'s wall time, the
-trial thread's CPU tells waiting for a core from running slower.
+(`time.thread_time` around `run_trial`; its minor page faults have a row too), the rest of the
+trial processes (their whole CPU time: boot, imports, Ray's threads), the driver, Ray's own
+processes (raylet, GCS, dashboard, agents: psutil, before and after), other processes with
+what the rest misses (from the machine's busy time in /proc/stat), and idle cores; against
+`run_trial`'s wall time, the trial thread's CPU tells waiting for a core from running slower.
 
 **Ledger lookups** (rows `ledger lookup ...`): a trial asks the ledger whether its chain is done
 or started before it runs; in a sweep 3,000 trials in (9,000 records), the mean time of one
@@ -400,7 +400,9 @@ def _overhead_parts(m: dict[str, Any], overhead: float) -> str:
 
 
 def _unit(phase: str) -> str:
-    if phase in ("trial processes", TUNE_TRIALS):
+    from benchmarks import sweep_probe as p
+
+    if phase in ("trial processes", TUNE_TRIALS, p.FAULTS):
         return "count"
     return "core-s" if phase.startswith("CPU per trial") else "s"
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import resource
 import statistics
 import time
 from collections import defaultdict
@@ -37,6 +38,7 @@ NEXT_TRIAL = "trial's end to the next trial on the same process (median)"
 SLOT = "warm trial slot (mean time between trial ends on a reused process)"
 DRIVER_CPU = "driver CPU per trial"
 RUN_TRIAL_WALL = "run_trial's wall time per trial, in the trial process"
+FAULTS = "minor page faults per trial (the trial's thread, mean)"
 #: Core-seconds per trial during the Tune sweep, by who spent them (``machine_cpu``).
 CPU_THREADS = "CPU per trial: the trials' threads (run_trial)"
 CPU_TRIAL_REST = "CPU per trial: the rest of the trial processes (boot, imports, Ray's threads)"
@@ -111,14 +113,20 @@ def install() -> None:
         # CPU seconds of the trial's thread and of its whole process (Ray's threads, the
         # imports): against the wall time, they tell waiting for a core from running slower
         log("enter", trial=kwargs.get("trial_id"), cpu=time.thread_time(),
-            process_cpu=time.process_time())
+            process_cpu=time.process_time(), faults=_thread_faults())
         try:
             return run_trial(*args, **kwargs)
         finally:
             log("exit", trial=kwargs.get("trial_id"), cpu=time.thread_time(),
-                process_cpu=time.process_time())
+                process_cpu=time.process_time(), faults=_thread_faults())
 
     trainable.run_trial = run_trial_logged
+
+
+def _thread_faults() -> int:
+    """Minor page faults of the calling thread so far (memory the allocator handed back to
+    the OS and touched again)."""
+    return resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
 
 
 def _timing(original: Callable[..., Any], done: Callable[[float], None]) -> Callable[..., Any]:
@@ -279,7 +287,7 @@ def machine_cpu(directory: Path, machine: MachineProbe, trials: int) -> dict[str
     times the sweep's wall time over the trials."""
     procs = {pid: rows for pid, rows in events(directory).items()
              if any(r["ev"] == "exit" for r in rows)}
-    threads = process = wall = 0.0
+    threads = process = wall = faults = 0.0
     for pid, rows in procs.items():
         opened: dict[Any, dict[str, Any]] = {}
         for r in rows:
@@ -288,6 +296,7 @@ def machine_cpu(directory: Path, machine: MachineProbe, trials: int) -> dict[str
             elif r["ev"] == "exit" and r["trial"] in opened:
                 entered = opened.pop(r["trial"])
                 threads += r["cpu"] - entered["cpu"]
+                faults += r.get("faults", 0) - entered.get("faults", 0)
                 wall += r["t"] - entered["t"]
         # the process's whole CPU to its last trial's end (from its start: it began in the
         # sweep), unless it was alive before the sweep too: then what the machine probe saw
@@ -296,7 +305,7 @@ def machine_cpu(directory: Path, machine: MachineProbe, trials: int) -> dict[str
     ray = machine.ray - sum(v for p, v in machine.pids.items() if p in procs)
     accounted = process + machine.driver + ray + machine.other
     per = 1 / max(trials, 1)
-    return {RUN_TRIAL_WALL: wall * per, CPU_THREADS: threads * per,
+    return {RUN_TRIAL_WALL: wall * per, FAULTS: faults * per, CPU_THREADS: threads * per,
             CPU_TRIAL_REST: (process - threads) * per,
             CPU_DRIVER: machine.driver * per, CPU_RAY: max(ray, 0.0) * per,
             CPU_OTHER: (machine.other + max(machine.busy - accounted, 0.0)) * per,
