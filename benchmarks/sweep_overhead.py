@@ -76,11 +76,12 @@ TensorBoard summary, ledger `done`); the final report does not return (Tune ends
 so `final report to the trial's end` is the driver's turn: Tune's result handling, Optuna's
 tell, the callbacks, stopping the trial. The driver wraps its own steps and times them:
 Optuna ask and tell (the run's `optuna.journal`), the sweep's Tune callback, results rewrites, Tune's
-experiment-state saves; `driver CPU per trial` is the benchmark process's CPU time over the
-sweep. Per-trial rows are totals divided by the trials. The `CPU per trial` rows split the
-cores' time during the Tune sweep (they add up to 2 x wall / trials): the trials' threads
-(`time.thread_time` around `run_trial`; its minor page faults have a row too), the rest of the
-trial processes (their whole CPU time: boot, imports, Ray's threads), the driver, Ray's own
+experiment-state saves. Per-trial rows are totals divided by the trials. The `CPU per
+trial` rows split the cores' time during the Tune sweep (they add up to 2 x wall / trials):
+the trials' threads (`time.thread_time` around `run_trial`; its minor page faults have a row
+too), the rest of the trial processes (their whole CPU time: boot, imports, Ray's threads),
+the driver (the benchmark process's CPU time over the sweep; `driver CPU per trial` before
+2026-12-03, the same figure), Ray's own
 processes (raylet, GCS, dashboard, agents: psutil, before and after), other processes with
 what the rest misses (from the machine's busy time in /proc/stat), and idle cores; against
 `run_trial`'s wall time, the trial thread's CPU tells waiting for a core from running slower.
@@ -217,7 +218,7 @@ def trial_vs_chain(config: ChainConfig, seeds: list[int]) -> tuple[float, float]
 def tune_sweep(config: ChainConfig, storage: Path, probe_dir: Path
                ) -> tuple[float, pd.DataFrame, dict[str, Any]]:
     """The Tune sweep's wall time, its results and its phase profile (``sweep_probe``)."""
-    from benchmarks.sweep_probe import DriverProbe, MachineProbe, machine_cpu, profile
+    from benchmarks.sweep_probe import DriverProbe, MachineProbe, events, machine_cpu, profile
     from sweep.search.driver import run_sweep
 
     for old in probe_dir.glob("*.jsonl"):  # the trial processes of an earlier sweep
@@ -227,8 +228,9 @@ def tune_sweep(config: ChainConfig, storage: Path, probe_dir: Path
         t0 = time.perf_counter()
         run_dir = run_sweep(config, name=config.name, storage=str(storage), progress=False)
         wall = time.perf_counter() - t0
-    phases = profile(probe_dir, started, driver, trials=config.search["trials"])
-    phases.update(machine_cpu(probe_dir, machine, trials=config.search["trials"]))
+    logged = events(probe_dir)
+    phases = profile(logged, started, driver, trials=config.search["trials"])
+    phases.update(machine_cpu(logged, machine, trials=config.search["trials"]))
     from sweep.files.study import load_study
 
     study = load_study(Path(run_dir), config.name)
@@ -377,7 +379,7 @@ def _explain(m: dict[str, Any]) -> str:
             f"Optuna tell, callbacks, stopping the trial), {ph[p.NEXT_TRIAL]:.3f} s to start "
             "the next; the rest is the chain running slower beside the other trial (a trial's "
             f"own time was {m['in_trial']:.3f} s against {per_chain:.3f} s alone), the driver "
-            f"({ph[p.DRIVER_CPU]:.3f} s CPU per trial; of its timed steps {biggest} the most, "
+            f"({ph[p.CPU_DRIVER]:.3f} s CPU per trial; of its timed steps {biggest} the most, "
             f"{driver.get(biggest, 0.0):.3f} s) and Ray's processes on 2 cores. The machine "
             f"itself: the plain process pool, same chains, same run, reached {peer_eff:.2f}. "
             f"Our own per-trial work (a checkpoint and a TensorBoard event every generation, "

@@ -10,9 +10,12 @@ Used by ``benchmarks/sweep_overhead.py`` only; production code reads nothing of 
   ``<dir>/<pid>.jsonl``.
 - In the driver (``DriverProbe``, a context manager): seconds spent in the sweep's Tune
   callback (results, board, status), in Optuna ask/tell, in results rewrites, in Tune's
-  experiment-state saves, and the driver's CPU time.
+  experiment-state saves.
+- Over the whole machine (``MachineProbe``, a context manager): the cores' busy and idle
+  time, the driver's CPU, Ray's own processes' and the others'.
 
-``profile(dir, started)`` turns both into the phases the benchmark reports.
+``profile`` and ``machine_cpu`` turn them, with the trial processes' ``events``, into the
+rows the benchmark reports.
 """
 
 from __future__ import annotations
@@ -36,7 +39,6 @@ FIRST_GENERATION = "run to first generation done"
 DRIVER_TURN = "final report to the trial's end (median; the driver's turn)"
 NEXT_TRIAL = "trial's end to the next trial on the same process (median)"
 SLOT = "warm trial slot (mean time between trial ends on a reused process)"
-DRIVER_CPU = "driver CPU per trial"
 RUN_TRIAL_WALL = "run_trial's wall time per trial, in the trial process"
 FAULTS = "minor page faults per trial (the trial's thread, mean)"
 #: Core-seconds per trial during the Tune sweep, by who spent them (``machine_cpu``).
@@ -190,11 +192,9 @@ class DriverProbe:
 
         self._undo.append((Tuner, "fit", fit))
         Tuner.fit = fit_marked
-        self._cpu = time.process_time()
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self.cpu = time.process_time() - self._cpu
         for owner, name, original in reversed(self._undo):
             setattr(owner, name, original)
 
@@ -282,10 +282,12 @@ def _median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def machine_cpu(directory: Path, machine: MachineProbe, trials: int) -> dict[str, float]:
-    """Core-seconds per trial during the sweep, by who spent them; they add up to the cores
-    times the sweep's wall time over the trials."""
-    procs = {pid: rows for pid, rows in events(directory).items()
+def machine_cpu(logged: dict[int, list[dict[str, Any]]], machine: MachineProbe,
+                trials: int) -> dict[str, float]:
+    """Core-seconds per trial during the sweep, by who spent them (``logged``: the trial
+    processes' ``events``); they add up to the cores times the sweep's wall time over the
+    trials."""
+    procs = {pid: rows for pid, rows in logged.items()
              if any(r["ev"] == "exit" for r in rows)}
     threads = process = wall = faults = 0.0
     for pid, rows in procs.items():
@@ -312,9 +314,11 @@ def machine_cpu(directory: Path, machine: MachineProbe, trials: int) -> dict[str
             CPU_IDLE: machine.idle * per}
 
 
-def profile(directory: Path, started: float, driver: DriverProbe, trials: int) -> dict[str, Any]:
-    """Phases of one sweep (seconds); ``started``: time.time() when ``run_sweep`` was called."""
-    procs = {pid: rows for pid, rows in events(directory).items()
+def profile(logged: dict[int, list[dict[str, Any]]], started: float, driver: DriverProbe,
+            trials: int) -> dict[str, Any]:
+    """Phases of one sweep (seconds) from the trial processes' ``events`` and the driver's
+    probe; ``started``: time.time() when ``run_sweep`` was called."""
+    procs = {pid: rows for pid, rows in logged.items()
              if any(r["ev"] == "enter" for r in rows)}  # processes that ran trials
     enters = sorted(r["t"] for rows in procs.values() for r in rows if r["ev"] == "enter")
     gens = sorted(r["t"] for rows in procs.values() for r in rows if r["ev"] == "gen")
@@ -362,5 +366,4 @@ def profile(directory: Path, started: float, driver: DriverProbe, trials: int) -
         out[f"per trial: {label}"] = sums[ev] / max(trials, 1)
     for label, seconds in sorted(driver.seconds.items()):
         out[f"driver per trial: {label}"] = seconds / max(trials, 1)
-    out[DRIVER_CPU] = driver.cpu / max(trials, 1)
     return out

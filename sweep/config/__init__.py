@@ -12,6 +12,7 @@ from sweep.config.load import (
     dump_config,
     load_config,
     parse_override,
+    parse_yaml,
     read_yaml,
     set_path,
     trial_config,
@@ -22,6 +23,7 @@ from sweep.config.schema import ChainConfig, CollapseConfig, FamilyConfig, Secti
 __all__ = [
     "FAMILIES", "SCORERS", "SOURCES", "ChainConfig", "CollapseConfig", "ConfigError",
     "FamilyConfig", "PluginError", "Registry", "Section", "SourceConfig", "base_tree", "dump_config",
-    "format_validation_error", "load_config", "parse_override", "read_yaml", "set_path",
+    "format_validation_error", "load_config", "parse_override", "parse_yaml", "read_yaml",
+    "set_path",
     "trial_config",
 ]
