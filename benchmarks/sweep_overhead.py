@@ -406,7 +406,7 @@ def _unit(phase: str) -> str:
 
     if phase in ("trial processes", TUNE_TRIALS, p.FAULTS):
         return "count"
-    return "core-s" if phase.startswith("CPU per trial") else "s"
+    return "core-s" if phase.startswith(p.CPU_PREFIX) else "s"
 
 
 def _cores(m: dict[str, Any]) -> str:
@@ -418,7 +418,7 @@ def _cores(m: dict[str, Any]) -> str:
         return ""
     per_chain = m["serial"] / m["trials"]
     threads, wall = ph[p.CPU_THREADS], ph[p.RUN_TRIAL_WALL]
-    parts = ", ".join(f"{name[len('CPU per trial: '):]} {ph[name]:.3f}" for name in (
+    parts = ", ".join(f"{name.removeprefix(p.CPU_PREFIX)} {ph[name]:.3f}" for name in (
         p.CPU_TRIAL_REST, p.CPU_DRIVER, p.CPU_RAY, p.CPU_OTHER, p.CPU_IDLE))
     return (f" Where the {WORKERS} cores went during the sweep, core-s per trial (they add up "
             f"to {WORKERS} x wall / trials = {WORKERS * m['wall'] / m['trials']:.3f}): the trials' "

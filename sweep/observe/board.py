@@ -336,8 +336,10 @@ class SweepBoard:
             return None
         import yaml
 
+        from sweep.config import parse_yaml
+
         try:
-            raw = yaml.safe_load(path.read_text()) or {}
+            raw = parse_yaml(path.read_text()) or {}
             value = (raw.get("collapse") or {}).get("tolerance")
         except (yaml.YAMLError, AttributeError):
             return None
